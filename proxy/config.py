@@ -349,3 +349,11 @@ def _check(config: Config, origin: dict[tuple[str, str], str]) -> None:
     if not (prefix.startswith("/") and prefix.endswith("/") and len(prefix) > 2):
         fail("admin", "prefix", 'a path that starts and ends with "/", such as "/_kairos/"')
 
+
+
+def replace(config: Config, dotted: str, value: Any) -> Config:
+    """A copy with one already-valid value changed (``"store.url"``), for values Kairos
+    derives itself at start-up, such as the embedded store's address."""
+    section, _, key = dotted.partition(".")
+    changed = dataclasses.replace(getattr(config, section), **{key: value})
+    return dataclasses.replace(config, **{section: changed})

@@ -1,0 +1,281 @@
+"""The first-party visitor cookie: the only module that knows its format.
+
+Why a signed cookie and not a server-side profile: the profile is read on every request,
+so it must cost no I/O; and a visitor who deletes the cookie is really forgotten.
+
+Format (version 1): ``base64url(payload || tag)`` without padding, where ``payload`` is
+
+====  =====================================================================
+u8    version (1)
+u8    flags (bit 0: opted out)
+16 B  visitor id (128 random bits from :mod:`secrets`)
+u32   first seen, visit start, last seen, end of previous visit (Unix s, 0 = none)
+u32   visit number
+u16   pages viewed this visit
+str   landing page of this visit (u8 length + UTF-8, at most 200 bytes, path only: a query
+      string can carry e-mail addresses or tokens), furthest journey stage, entry source,
+      entry campaign
+u8    number of interests, then per interest: str name, u16 count
+====  =====================================================================
+
+and ``tag`` is HMAC-SHA256(secret, payload) truncated to 16 bytes (128 bits, ample against
+forgery; it keeps the cookie near 120 characters). Secrets rotate: the first signs, every
+one verifies, so a new secret can be put first and the old one dropped 13 months later.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets as _secrets
+import struct
+from dataclasses import dataclass, replace
+
+from proxy.context.journey import Counts, count_interests, furthest, interests_for, stage_for
+from proxy.context.settings import ContextSettings
+
+VERSION = 1
+MAX_COOKIE_CHARS = 4096  # browsers drop larger cookies; anything larger is not ours
+MAX_AGE_DAYS = 395  # 13 months, the longest a consent-free analytics cookie may live (CNIL)
+CLOCK_SKEW = 86_400  # a cookie "from the future" by more than this is refused
+TAG_BYTES = 16
+_HEAD = struct.Struct(">BB16sIIIIIH")
+_U8 = struct.Struct(">B")
+_U16 = struct.Struct(">H")
+_LIMITS = {"landing_page": 200, "stage": 40, "entry_source": 40, "entry_campaign": 64}
+_NAME_LIMIT = 40
+_OPTED_OUT_ID = "0" * 32
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorState:
+    """What the cookie remembers about one browser. Times are Unix seconds."""
+
+    visitor_id: str  # 32 hex digits
+    first_seen: int
+    visit_start: int
+    last_seen: int
+    previous_visit_end: int = 0  # last_seen of the previous visit, 0 on the first visit
+    visit_number: int = 1
+    visit_pages: int = 1
+    landing_page: str = ""
+    stage: str = ""  # furthest journey stage reached
+    entry_source: str = ""  # "class/name" of the request that started this visit
+    entry_campaign: str = ""
+    interests: Counts = ()
+    opted_out: bool = False
+
+    @property
+    def returning(self) -> bool:
+        return self.visit_number > 1
+
+    @property
+    def days_since_last_visit(self) -> int | None:
+        """Whole days between the previous visit's end and this visit; None on the first."""
+        if not self.previous_visit_end:
+            return None
+        return max(0, self.visit_start - self.previous_visit_end) // 86_400
+
+    @property
+    def days_since_first_visit(self) -> int:
+        return max(0, self.last_seen - self.first_seen) // 86_400
+
+
+def new_visitor_id() -> str:
+    return _secrets.token_hex(16)
+
+
+def advance(
+    state: VisitorState | None,
+    now: float,
+    path: str,
+    settings: ContextSettings,
+    *,
+    entry_source: str = "",
+    entry_campaign: str = "",
+) -> VisitorState:
+    """The state after one more page view at ``path``.
+
+    ``None`` starts a new visitor. After ``settings.visit_timeout_minutes`` without a page
+    view a new visit starts: its number goes up, its page count, landing page and entry
+    source start again. An opted-out state is returned unchanged: nothing is tracked.
+    """
+    t = int(now)
+    stage = stage_for(path, settings)
+    seen = interests_for(path, settings)
+    if state is None:
+        return VisitorState(
+            visitor_id=new_visitor_id(), first_seen=t, visit_start=t, last_seen=t,
+            landing_page=_clip(path, "landing_page"), stage=stage,
+            entry_source=_clip(entry_source, "entry_source"),
+            entry_campaign=_clip(entry_campaign, "entry_campaign"),
+            interests=count_interests((), seen, settings.interest_slots),
+        )
+    if state.opted_out:
+        return state
+    counts = count_interests(state.interests, seen, settings.interest_slots)
+    reached = furthest(state.stage, stage, settings)
+    if t - state.last_seen > settings.visit_timeout_minutes * 60:
+        return replace(
+            state, visit_start=t, last_seen=t, previous_visit_end=state.last_seen,
+            visit_number=min(state.visit_number + 1, 0xFFFFFFFF), visit_pages=1,
+            landing_page=_clip(path, "landing_page"), stage=reached,
+            entry_source=_clip(entry_source, "entry_source"),
+            entry_campaign=_clip(entry_campaign, "entry_campaign"), interests=counts,
+        )
+    return replace(
+        state, last_seen=max(state.last_seen, t), visit_pages=min(state.visit_pages + 1, 0xFFFF),
+        stage=reached, interests=counts,
+    )
+
+
+def opt_out(now: float) -> VisitorState:
+    """A state that remembers only the opt-out: no id (all zeros), no history."""
+    t = int(now)
+    return VisitorState(visitor_id=_OPTED_OUT_ID, first_seen=t, visit_start=t, last_seen=t,
+                        opted_out=True)
+
+
+def encode(state: VisitorState, secret: str | bytes) -> str:
+    """The cookie value for ``state``, signed with ``secret``."""
+    parts = [_HEAD.pack(
+        VERSION, 1 if state.opted_out else 0, bytes.fromhex(state.visitor_id),
+        _u32(state.first_seen), _u32(state.visit_start), _u32(state.last_seen),
+        _u32(state.previous_visit_end), _u32(state.visit_number),
+        min(max(state.visit_pages, 0), 0xFFFF),
+    )]
+    for field_name in _LIMITS:
+        parts.append(_pack_str(_clip(getattr(state, field_name), field_name)))
+    interests = state.interests[:255]
+    parts.append(_U8.pack(len(interests)))
+    for name, count in interests:
+        parts.append(_pack_str(_clip(name, None)))
+        parts.append(_U16.pack(min(max(count, 0), 0xFFFF)))
+    payload = b"".join(parts)
+    raw = payload + _tag(_key(secret), payload)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode(
+    cookie_value: str | None,
+    secrets: tuple[str | bytes, ...],
+    now: float,
+    *,
+    max_age_days: int = MAX_AGE_DAYS,
+) -> VisitorState | None:
+    """The state in a cookie value, or None if it is missing, forged, oversized (> 4 KB),
+    malformed, of an unknown version or expired (not seen for ``max_age_days``). Never
+    raises: a bad cookie just means a new visitor."""
+    if not cookie_value or not isinstance(cookie_value, str) or len(cookie_value) > MAX_COOKIE_CHARS:
+        return None
+    text = cookie_value.strip().strip('"')
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) <= _HEAD.size + TAG_BYTES:
+        return None
+    payload, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
+    if not any(hmac.compare_digest(_tag(_key(s), payload), tag) for s in secrets):
+        return None
+    try:
+        state = _parse(payload)
+    except (struct.error, UnicodeDecodeError, ValueError):
+        return None
+    if state is None:
+        return None
+    t = int(now)
+    if t - state.last_seen > max_age_days * 86_400 or state.last_seen - t > CLOCK_SKEW:
+        return None
+    return state
+
+
+def _parse(payload: bytes) -> VisitorState | None:
+    (version, flags, vid, first, start, last, previous, number, pages) = _HEAD.unpack_from(
+        payload, 0)
+    if version != VERSION:
+        return None
+    at = _HEAD.size
+    texts = {}
+    for field_name in _LIMITS:
+        texts[field_name], at = _read_str(payload, at)
+    (n,) = _U8.unpack_from(payload, at)
+    at += 1
+    interests = []
+    for _ in range(n):
+        name, at = _read_str(payload, at)
+        (count,) = _U16.unpack_from(payload, at)
+        at += 2
+        interests.append((name, count))
+    if at != len(payload) or not first <= start <= last or number < 1:
+        return None
+    return VisitorState(
+        visitor_id=vid.hex(), first_seen=first, visit_start=start, last_seen=last,
+        previous_visit_end=previous, visit_number=number, visit_pages=pages,
+        interests=tuple(interests), opted_out=bool(flags & 1), **texts,
+    )
+
+
+def _read_str(data: bytes, at: int) -> tuple[str, int]:
+    (length,) = _U8.unpack_from(data, at)
+    end = at + 1 + length
+    if end > len(data):
+        raise ValueError("truncated")
+    return data[at + 1:end].decode("utf-8"), end
+
+
+def _pack_str(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return _U8.pack(len(data)) + data
+
+
+def _clip(text: str, field_name: str | None) -> str:
+    limit = _LIMITS.get(field_name, _NAME_LIMIT) if field_name else _NAME_LIMIT
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore")
+
+
+def _u32(value: int) -> int:
+    return min(max(int(value), 0), 0xFFFFFFFF)
+
+
+def _key(secret: str | bytes) -> bytes:
+    return secret.encode("utf-8") if isinstance(secret, str) else secret
+
+
+def _tag(key: bytes, payload: bytes) -> bytes:
+    return hmac.new(key, b"kairos-visitor\0" + payload, hashlib.sha256).digest()[:TAG_BYTES]
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+def set_cookie_header(name: str, value: str, *, scheme: str, max_age_days: int = MAX_AGE_DAYS
+                      ) -> str:
+    """The Set-Cookie value: ``HttpOnly`` (no script needs it), ``SameSite=Lax`` (sent on
+    top-level navigation from other sites, so a visitor arriving from Google is
+    recognised), ``Path=/``, ``Secure`` when the visitor's scheme is https, and a Max-Age
+    of at most 13 months."""
+    days = min(max(int(max_age_days), 1), MAX_AGE_DAYS)
+    secure = "; Secure" if scheme.lower() == "https" else ""
+    return f"{name}={value}; Path=/; Max-Age={days * 86_400}; HttpOnly; SameSite=Lax{secure}"
+
+
+def expire_cookie_header(name: str, *, scheme: str) -> str:
+    """The Set-Cookie value that deletes the cookie ("forget me")."""
+    secure = "; Secure" if scheme.lower() == "https" else ""
+    return f"{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{secure}"
+
+
+def read_cookie(cookie_header: str, name: str) -> str | None:
+    """The value of cookie ``name`` in a Cookie request header (the first one wins)."""
+    if not cookie_header or name not in cookie_header:
+        return None
+    for part in cookie_header.split(";"):
+        key, sep, value = part.partition("=")
+        if sep and key.strip() == name:
+            return value.strip()
+    return None

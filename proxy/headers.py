@@ -1,0 +1,202 @@
+"""Header rules of a transparent proxy, as pure functions on raw ``(name, value)`` byte pairs.
+
+Headers stay lists of byte pairs from the ASGI scope to the upstream client and back, so that
+repeated fields (``Set-Cookie``) keep their order and separate lines (P9), and non-ASCII
+bytes are forwarded as they came instead of being re-encoded (P11).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+# RFC 9110 §7.6.1, plus fields that only make sense on one connection.
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"trailers",
+    b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate",
+})
+FORWARDING = frozenset({
+    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
+    b"forwarded", b"x-real-ip",
+})
+# Not forwarded upstream: the proxy handles 100-continue itself and sets its own framing.
+REQUEST_ONLY_LOCAL = frozenset({b"expect", b"content-length", b"host"})
+# Dropped from responses: Alt-Svc would point browsers past the proxy (P3); uvicorn must not
+# see a second framing header.
+RESPONSE_DROPPED = frozenset({b"alt-svc"})
+CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since", b"if-match",
+                         b"if-unmodified-since", b"range", b"if-range"})
+
+_FORBIDDEN_VALUE_BYTES = re.compile(rb"[\x00\r\n]")
+_HOST_RE = re.compile(
+    rb"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-._~%!$&'()*+,;=]*))(?::[0-9]{1,5})?$"
+)
+
+
+class HeaderError(ValueError):
+    """The client sent headers no proxy may forward; becomes 400."""
+
+
+def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Field names listed in every ``Connection`` header: they are hop-by-hop too (P1)."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return frozenset(tokens)
+
+
+def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
+    headers = list(headers)
+    drop = HOP_BY_HOP | connection_tokens(headers)
+    return [(n, v) for n, v in headers if n.lower() not in drop]
+
+
+def check_request_headers(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """Validate what must be valid before anything is forwarded; returns the Host value.
+
+    Missing, repeated or malformed ``Host`` and CR/LF/NUL in any value are 400 (P7, P11).
+    """
+    host: bytes | None = None
+    for name, value in headers:
+        if _FORBIDDEN_VALUE_BYTES.search(value):
+            raise HeaderError(f"header {name.decode('latin-1')!r} contains CR, LF or NUL")
+        if name == b"host":
+            if host is not None:
+                raise HeaderError("more than one Host header")
+            host = value
+    if host is None:
+        raise HeaderError("missing Host header")
+    if not _HOST_RE.match(host) or not _valid_port(host):
+        raise HeaderError(f"invalid Host header {host.decode('latin-1')!r}")
+    return host
+
+
+def _valid_port(host: bytes) -> bool:
+    _, sep, port = host.rpartition(b":")
+    if not sep or host.endswith(b"]"):
+        return True
+    return port.isdigit() and int(port) <= 65535
+
+
+@dataclass(frozen=True)
+class ForwardingFacts:
+    """What the proxy knows about the hop it received the request on."""
+
+    peer_ip: str
+    peer_trusted: bool
+    scheme: str          # scheme of the visitor (trusted X-Forwarded-Proto, or ours)
+    host: bytes          # Host the visitor asked for (trusted X-Forwarded-Host, or Host)
+    via: bytes           # b"1.1 kairos"
+
+
+def upstream_request_headers(
+    headers: Sequence[tuple[bytes, bytes]],
+    facts: ForwardingFacts,
+    *,
+    strip_conditional: bool = False,
+) -> RawHeaders:
+    """Headers to send upstream: hop-by-hop stripped first, then ours added (P1, P2, P4, P6).
+
+    Inbound forwarding headers are kept only from trusted peers, and ours are added after
+    stripping so that ``Connection: X-Forwarded-For`` cannot remove them.
+    """
+    out = strip_hop_by_hop(headers)
+    trusted_chain: list[bytes] = []
+    kept: RawHeaders = []
+    for name, value in out:
+        lname = name.lower()
+        if lname in REQUEST_ONLY_LOCAL or (strip_conditional and lname in CONDITIONAL):
+            continue
+        if lname in FORWARDING:
+            if facts.peer_trusted and lname == b"x-forwarded-for":
+                trusted_chain.append(value)
+            continue
+        kept.append((name, value))
+    peer = facts.peer_ip.encode("ascii")
+    xff = b", ".join([*trusted_chain, peer]) if trusted_chain else peer
+    kept.append((b"x-forwarded-for", xff))
+    kept.append((b"x-forwarded-proto", facts.scheme.encode("ascii")))
+    kept.append((b"x-forwarded-host", facts.host))
+    kept.append((b"via", facts.via))
+    return kept
+
+
+def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
+    """Upstream response headers minus hop-by-hop and ``Alt-Svc`` (P1, P3)."""
+    return [(n, v) for n, v in strip_hop_by_hop(headers) if n.lower() not in RESPONSE_DROPPED]
+
+
+def first(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for n, v in headers:
+        if n.lower() == name:
+            return v
+    return None
+
+
+def without(headers: Iterable[tuple[bytes, bytes]], *names: bytes) -> RawHeaders:
+    drop = frozenset(names)
+    return [(n, v) for n, v in headers if n.lower() not in drop]
+
+
+def has_token(headers: Iterable[tuple[bytes, bytes]], name: bytes, token: bytes) -> bool:
+    """Whether a comma-separated list field (``Cache-Control``, ``Vary``) holds ``token``."""
+    for n, v in headers:
+        if n.lower() == name:
+            for part in v.split(b","):
+                if part.strip().split(b"=")[0].strip().lower() == token:
+                    return True
+    return False
+
+
+# -- Location rewriting (P8) -------------------------------------------------------------------
+
+_LOCATION_FIELDS = frozenset({b"location", b"content-location"})
+
+
+def rewrite_origin_urls(
+    headers: Iterable[tuple[bytes, bytes]],
+    origin: tuple[str, str, int],
+    public_base: bytes,
+) -> RawHeaders:
+    """Point absolute ``Location``/``Content-Location``/``Refresh`` URLs at the proxy.
+
+    ``origin`` is the upstream (scheme, host, port); ``public_base`` is what the visitor used,
+    e.g. ``b"https://shop.example"``. URLs to other hosts are left alone.
+    """
+    out: RawHeaders = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _LOCATION_FIELDS:
+            value = _rewrite_url(value, origin, public_base)
+        elif lname == b"refresh":
+            value = _rewrite_refresh(value, origin, public_base)
+        out.append((name, value))
+    return out
+
+
+def _rewrite_url(value: bytes, origin: tuple[str, str, int], public_base: bytes) -> bytes:
+    text = value.decode("latin-1").strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return value
+    if (parts.scheme, (parts.hostname or "").lower(), port) != (
+        origin[0], origin[1].lower(), origin[2]
+    ):
+        return value
+    rest = text[len(f"{parts.scheme}://{parts.netloc}"):]
+    return public_base + rest.encode("latin-1")
+
+
+def _rewrite_refresh(value: bytes, origin: tuple[str, str, int], public_base: bytes) -> bytes:
+    match = re.match(rb"^(\s*\d+\s*[;,]\s*url\s*=\s*)(['\"]?)(.*?)(\2)\s*$", value, re.I)
+    if not match:
+        return value
+    url = _rewrite_url(match.group(3), origin, public_base)
+    return match.group(1) + match.group(2) + url + match.group(2)

@@ -1,0 +1,295 @@
+"""Forward one HTTP request to the origin and relay the answer: the proxy's hot path.
+
+Pure ASGI (no ``BaseHTTPMiddleware``, which hides disconnects and costs throughput, P30).
+Bodies stream in both directions; only pages a transform wants are buffered (see
+``page.py``). Redis is never awaited here: events go to the store's in-process buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from email.utils import formatdate
+from typing import Any
+
+from . import client_ip, codings, page
+from .config import Config
+from .errors import BadRequest, MethodNotAllowed, ProxyError, UpstreamError
+from .headers import (
+    ForwardingFacts,
+    HeaderError,
+    RawHeaders,
+    check_request_headers,
+    first,
+    response_headers,
+    rewrite_origin_urls,
+    upstream_request_headers,
+)
+from .metrics import Metrics
+from .upstream import Upstream, UpstreamRequest, UpstreamResponse
+
+log = logging.getLogger("kairos.proxy")
+
+Scope = dict[str, Any]
+Receive = Any
+Send = Any
+
+_REFUSED_METHODS = frozenset({"TRACE", "CONNECT"})
+
+
+class ClientDisconnected(Exception):
+    """The visitor went away while we were still reading their request body."""
+
+
+class HttpProxy:
+    def __init__(
+        self,
+        config: Config,
+        upstream: Upstream,
+        metrics: Metrics,
+        transform: page.PageTransform | None = None,
+    ) -> None:
+        self.config = config
+        self.upstream = upstream
+        self.metrics = metrics
+        self.transform = transform
+        self.trusted = client_ip.TrustedNetworks(config.server.trusted_proxies)
+        self.via = f"1.1 {config.server.via_name}".encode()
+        self.buffered_pages = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.metrics.in_flight >= self.config.server.max_concurrent_requests:
+            self.metrics.errors["overloaded"] += 1
+            await self._send_error(send, 503, "Kairos is overloaded, retry shortly.",
+                                   [(b"retry-after",
+                                     str(self.config.server.retry_after_seconds).encode())])
+            return
+        self.metrics.in_flight += 1
+        exchange = _Exchange(self, scope, receive, send)
+        try:
+            await exchange.run()
+        finally:
+            self.metrics.in_flight -= 1
+
+    async def _send_error(self, send: Send, status: int, text: str,
+                          extra: RawHeaders = ()) -> None:  # type: ignore[assignment]
+        body = text.encode() + b"\n"
+        self.metrics.count_response(status)
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"date", http_date()),
+            *extra,
+        ]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _Exchange:
+    """One request/response pair; holds the per-request state the steps share."""
+
+    def __init__(self, proxy: HttpProxy, scope: Scope, receive: Receive, send: Send) -> None:
+        self.proxy = proxy
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.method: str = scope["method"]
+        self.started = False
+        self.finishing = False
+        self.disconnected = False
+        self.body_done = asyncio.Event()
+
+    async def run(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(self._watch_disconnect(task))
+        try:
+            await self._forward()
+        except asyncio.CancelledError:
+            if not self.disconnected:
+                raise
+            task.uncancel()
+            self.proxy.metrics.errors["client_disconnected"] += 1
+        except ClientDisconnected:
+            self.proxy.metrics.errors["client_disconnected"] += 1
+        except ProxyError as exc:
+            self.proxy.metrics.errors[exc.kind] += 1
+            if self.started:
+                log.warning("aborting response after upstream failure: %s", exc.detail)
+            else:
+                log.info("%s %s -> %d: %s", self.method, self.scope["path"], exc.status,
+                         exc.detail)
+                await self.proxy._send_error(self.send, exc.status, _public_message(exc))
+        finally:
+            watcher.cancel()
+
+    async def _watch_disconnect(self, task: asyncio.Task[Any]) -> None:
+        """P30: once the body is read, a disconnect cancels the upstream work."""
+        await self.body_done.wait()
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                if not self.finishing:
+                    self.disconnected = True
+                    task.cancel()
+                return
+
+    async def _forward(self) -> None:
+        proxy, scope = self.proxy, self.scope
+        if self.method in _REFUSED_METHODS:
+            raise MethodNotAllowed(f"{self.method} is not forwarded")
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        try:
+            host = check_request_headers(headers)
+        except HeaderError as exc:
+            raise BadRequest(str(exc)) from None
+        peer = (scope.get("client") or ("0.0.0.0", 0))[0]
+        client = client_ip.resolve(peer, scope.get("scheme", "http"), headers, proxy.trusted)
+        public_host = client.host or host
+        request = page.PageRequest(
+            method=self.method, host=public_host.decode("latin-1"), path=scope["path"],
+            query=scope.get("query_string", b"").decode("latin-1"), headers=tuple(headers),
+        )
+        wants_page = (proxy.transform is not None and self.method == "GET"
+                      and proxy.transform.wants(request))
+        facts = ForwardingFacts(peer_ip=peer, peer_trusted=client.peer_trusted,
+                                scheme=client.scheme, host=public_host, via=proxy.via)
+        up_headers = upstream_request_headers(headers, facts, strip_conditional=wants_page)
+        body, length = self._request_body(headers)
+        target = scope.get("raw_path") or scope["path"].encode()
+        if qs := scope.get("query_string"):
+            target = target + b"?" + qs
+        t0 = time.perf_counter()
+        response = await proxy.upstream.send(UpstreamRequest(
+            method=self.method, target=target, headers=up_headers, body=body,
+            content_length=length,
+        ))
+        proxy.metrics.upstream_latency.observe(time.perf_counter() - t0)
+        try:
+            out = self._response_headers(response, client.scheme, public_host)
+            if wants_page and page.may_rewrite(response.status, out,
+                                               proxy.config.limits.max_rewrite_bytes):
+                await self._send_page(response, out, request)
+            else:
+                await self._stream(response, out)
+        finally:
+            await response.aclose()
+
+    def _request_body(self, headers: RawHeaders) -> tuple[AsyncIterator[bytes] | None, int | None]:
+        """(stream, Content-Length): no body at all unless the client framed one (P13)."""
+        length_value = first(headers, b"content-length")
+        chunked = first(headers, b"transfer-encoding") is not None
+        if length_value is None and not chunked:
+            self.body_done.set()
+            return None, None
+        length = int(length_value) if length_value is not None and not chunked else None
+        if length == 0:
+            self.body_done.set()
+            return None, 0
+        return self._body_chunks(), length
+
+    async def _body_chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                raise ClientDisconnected()
+            if chunk := message.get("body", b""):
+                yield chunk
+            if not message.get("more_body", False):
+                break
+        self.body_done.set()
+
+    def _response_headers(self, response: UpstreamResponse, scheme: str,
+                          public_host: bytes) -> RawHeaders:
+        if response.dropped_headers:
+            self.proxy.metrics.errors["upstream_invalid_header"] += response.dropped_headers
+        out = response_headers(response.headers)
+        out = rewrite_origin_urls(out, self.proxy.config.upstream_origin,
+                                  scheme.encode() + b"://" + public_host)
+        if first(out, b"date") is None:  # exactly one Date (P10); uvicorn adds none
+            out.append((b"date", http_date()))
+        return out
+
+    async def _start(self, status: int, headers: RawHeaders) -> None:
+        self.started = True
+        self.proxy.metrics.count_response(status)
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def _finish(self, body: bytes = b"") -> None:
+        self.finishing = True
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _stream(self, response: UpstreamResponse, headers: RawHeaders) -> None:
+        await self._start(response.status, headers)
+        if self.method == "HEAD":  # P21: never a body
+            await self._finish()
+            return
+        async for chunk in response.chunks():
+            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await self._finish()
+
+    async def _send_page(self, response: UpstreamResponse, headers: RawHeaders,
+                         request: page.PageRequest) -> None:
+        proxy = self.proxy
+        limit = proxy.config.limits.max_rewrite_bytes
+        if proxy.buffered_pages >= proxy.config.limits.max_buffered_pages:
+            proxy.metrics.errors["rewrite_skipped_busy"] += 1   # F9: memory budget
+            await self._stream(response, headers)
+            return
+        proxy.buffered_pages += 1
+        try:
+            chunks: list[bytes] = []
+            size = 0
+            stream = response.chunks()
+            async for chunk in stream:   # an upstream failure here is a 502, never short (P25)
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    proxy.metrics.errors["rewrite_skipped_size"] += 1
+                    await self._start(response.status, headers)
+                    await self.send({"type": "http.response.body", "body": b"".join(chunks),
+                                     "more_body": True})
+                    async for rest in stream:
+                        await self.send({"type": "http.response.body", "body": rest,
+                                         "more_body": True})
+                    await self._finish()
+                    return
+        finally:
+            proxy.buffered_pages -= 1
+        body = b"".join(chunks)
+        result = self._rewrite(body, headers, request)
+        if result is None:
+            await self._start(response.status, headers)
+            await self._finish(body)
+        else:
+            await self._start(response.status, result.headers)
+            await self._finish(result.body)
+
+    def _rewrite(self, body: bytes, headers: RawHeaders,
+                 request: page.PageRequest) -> page.Rewritten | None:
+        assert self.proxy.transform is not None
+        try:
+            return page.rewrite(body, headers, request, self.proxy.transform,
+                                self.proxy.config.limits.max_rewrite_bytes)
+        except (codings.DecodeError, codings.TooLarge, UnicodeError) as exc:
+            self.proxy.metrics.errors["rewrite_skipped_undecodable"] += 1
+            log.info("page %s passed through unchanged: %s", request.path, exc)
+        except Exception:  # F5: a transform bug must never cost the visitor the page
+            self.proxy.metrics.errors["rewrite_failed"] += 1
+            log.exception("rewrite of %s failed; original page served", request.path)
+        return None
+
+
+def _public_message(exc: ProxyError) -> str:
+    """What the visitor reads: the status's meaning, never internals or tracebacks."""
+    if isinstance(exc, UpstreamError):
+        return {504: "The site did not answer in time."}.get(exc.status,
+                                                             "The site could not be reached.")
+    return exc.detail
+
+
+def http_date() -> bytes:
+    return formatdate(usegmt=True).encode()

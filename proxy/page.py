@@ -1,0 +1,130 @@
+"""The buffered path: an HTML page that a transform may change (P16-P22, F5, F7, F8).
+
+Everything else streams. A page is buffered only when the transform says, before the
+upstream request, that it may touch this request (so conditional and range headers can be
+stripped upstream, P19/P20), and the response turns out to be a complete ``200 text/html``
+within the size caps, without ``no-transform`` and in an encoding we can decode.
+
+The transform itself (slot rewriting, experiments) lives elsewhere; this module only owns
+bytes, encodings, charsets and the headers that must change with the body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol
+
+from . import charset, codings
+from .headers import RawHeaders, first, has_token, without
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """What a transform may know about the request (the visitor context joins it later)."""
+
+    method: str
+    host: str
+    path: str
+    query: str
+    headers: tuple[tuple[bytes, bytes], ...]
+    context: object = None   # the visitor context, once the context module supplies it
+
+
+@dataclass(frozen=True)
+class PageEdit:
+    html: str
+    variant: str          # identifies what was applied; goes into the weak ETag (P18)
+    personalised: bool    # depends on the visitor: Cache-Control private (S6)
+
+
+class PageTransform(Protocol):
+    def wants(self, page: PageRequest) -> bool:
+        """Cheap check before the upstream request: could this page be changed?"""
+
+    def apply(self, html: str, page: PageRequest) -> PageEdit | None:
+        """The changed page, or None when nothing applies (the original bytes go out, F6)."""
+
+
+# Representation metadata of the old body that would lie about the new one (P16).
+_STALE_WITH_BODY = (b"content-length", b"content-md5", b"digest", b"content-digest",
+                    b"repr-digest", b"content-range", b"etag")
+
+
+def may_rewrite(status: int, headers: RawHeaders, wire_limit: int) -> bool:
+    """Response-side eligibility: checked before a single body byte is read."""
+    if status != 200:  # never a 206 (P20), never an error page or a redirect
+        return False
+    content_type = (first(headers, b"content-type") or b"").split(b";")[0].strip().lower()
+    if content_type != b"text/html":
+        return False
+    if has_token(headers, b"cache-control", b"no-transform"):  # P22
+        return False
+    encoding = (first(headers, b"content-encoding") or b"identity").strip().lower()
+    if encoding not in codings.SUPPORTED:   # also rules out stacked "gzip, br"
+        return False
+    length = first(headers, b"content-length")
+    return not (length is not None and (not length.isdigit() or int(length) > wire_limit))
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    headers: RawHeaders
+    body: bytes
+
+
+def rewrite(
+    wire_body: bytes,
+    headers: RawHeaders,
+    page: PageRequest,
+    transform: PageTransform,
+    decoded_limit: int,
+) -> Rewritten | None:
+    """The new response, or None to send the original bytes unchanged.
+
+    Raises ``codings.DecodeError`` / ``codings.TooLarge`` / ``UnicodeError`` for pages it
+    cannot handle; the caller counts them and serves the original (F5).
+    """
+    encoding = (first(headers, b"content-encoding") or b"identity").strip().lower()
+    raw = codings.decode(wire_body, encoding, decoded_limit)
+    codec, bom = charset.detect(first(headers, b"content-type"), raw)
+    html = raw[bom:].decode(codec)  # strict: a page that does not decode is not touched
+    edit = transform.apply(html, page)
+    if edit is None or edit.html == html:
+        return None
+    new_raw = raw[:bom] + edit.html.encode(codec, errors="xmlcharrefreplace")
+    body = codings.encode(new_raw, encoding)
+    return Rewritten(headers=_fixed_headers(headers, body, edit), body=body)
+
+
+def _fixed_headers(headers: RawHeaders, body: bytes, edit: PageEdit) -> RawHeaders:
+    etag = first(headers, b"etag")
+    out = without(headers, *_STALE_WITH_BODY)
+    out.append((b"content-length", str(len(body)).encode()))
+    if etag:
+        out.append((b"etag", _weak_etag(etag, edit.variant)))
+    if edit.personalised:
+        out = _private(out)
+    if first(headers, b"content-encoding") and not has_token(out, b"vary", b"accept-encoding"):
+        out.append((b"vary", b"Accept-Encoding"))
+    return out
+
+
+def _weak_etag(etag: bytes, variant: str) -> bytes:
+    """A weak validator that differs per variant, never the origin's strong one (P18)."""
+    opaque = etag.removeprefix(b"W/").strip().strip(b'"')
+    tag = hashlib.blake2s(variant.encode(), digest_size=6).hexdigest().encode()
+    return b'W/"' + opaque + b"-k" + tag + b'"'
+
+
+def _private(headers: RawHeaders) -> RawHeaders:
+    """Shared caches must not keep one visitor's page for another (S6)."""
+    directives: list[bytes] = []
+    for value in (v for n, v in headers if n.lower() == b"cache-control"):
+        for part in value.split(b","):
+            name = part.strip().split(b"=")[0].lower()
+            if part.strip() and name not in {b"public", b"s-maxage", b"private"}:
+                directives.append(part.strip())
+    out = without(headers, b"cache-control")
+    out.append((b"cache-control", b", ".join([b"private", *directives])))
+    return out

