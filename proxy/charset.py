@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import re
 
-FALLBACK = "windows-1252"  # the WHATWG default for legacy pages without a declaration
+FALLBACK = "cp1252"  # windows-1252, the WHATWG default for legacy pages without a declaration
 
 _CT_CHARSET = re.compile(rb"charset\s*=\s*[\"']?([A-Za-z0-9._:\-]+)", re.I)
 _META = re.compile(

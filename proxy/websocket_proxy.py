@@ -42,7 +42,7 @@ class WebSocketProxy:
         except (InvalidHandshake, OSError, TimeoutError) as exc:
             log.info("websocket upstream refused %s: %s", scope["path"], exc)
             status = exc.response.status_code if isinstance(exc, InvalidStatus) else 502
-            await send({"type": "websocket.close", "code": 1011 if status >= 500 else 1008})
+            await _deny(scope, send, status)
             return
         async with upstream:
             await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
@@ -76,6 +76,18 @@ class WebSocketProxy:
             max_size=None,
             ping_interval=None,
         )
+
+
+async def _deny(scope: dict[str, Any], send: Any, status: int) -> None:
+    """Refuse the visitor's handshake with the origin's status where the server allows it."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = b"The site refused the WebSocket connection.\n"
+        await send({"type": "websocket.http.response.start", "status": status, "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode())]})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1011 if status >= 500 else 1008})
 
 
 async def _relay(upstream: ClientConnection, receive: Any, send: Any) -> None:

@@ -2,7 +2,7 @@
 
 The tables are data rather than code so that a site can teach Kairos its own partners,
 newsletters or regional search engines without a release: ``[context.sources]`` in
-config.toml has the same three tables (``click_ids``, ``mediums``, ``hosts``) and its entries
+config.toml has the same four tables (``click_ids``, ``link_ids``, ``mediums``, ``hosts``) and its entries
 are added to the built-in ones, winning on equal keys. Everything is validated here, at
 start-up, so that :mod:`proxy.context.source` can trust the table on the request path.
 """
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 CLASSES = ("search", "social", "email", "paid", "affiliate", "internal", "direct", "other")
-TABLES = ("click_ids", "mediums", "hosts")
+TABLES = ("click_ids", "link_ids", "mediums", "hosts")
 _DATA = Path(__file__).with_name("data") / "sources.toml"
 
 
@@ -35,10 +35,19 @@ class HostEntry:
 class SourceTable:
     """The merged, validated tables. Host keys are split: exact hosts and ``name.*``."""
 
-    click_ids: Mapping[str, str]
+    click_ids: Mapping[str, str]  # parameter -> ad network (paid)
+    link_ids: Mapping[str, tuple[str, str]]  # parameter -> (class, name)
     mediums: Mapping[str, str]
     hosts: Mapping[str, HostEntry]
     wildcard_hosts: Mapping[str, HostEntry]
+    by_name: Mapping[str, str] = field(init=False, default=None)  # type: ignore[assignment]
+    # entry name -> class, to classify a bare utm_source such as "facebook"
+
+    def __post_init__(self) -> None:
+        names: dict[str, str] = {}
+        for entry in (*self.wildcard_hosts.values(), *self.hosts.values()):
+            names.setdefault(entry.name, entry.cls)
+        object.__setattr__(self, "by_name", MappingProxyType(names))
 
 
 def load_table(extra: Mapping[str, Any] | None = None, where: str = "context.sources") -> SourceTable:
@@ -55,6 +64,7 @@ def load_table(extra: Mapping[str, Any] | None = None, where: str = "context.sou
     parsed = _parse(extra, where)
     return SourceTable(
         click_ids=MappingProxyType({**base.click_ids, **parsed.click_ids}),
+        link_ids=MappingProxyType({**base.link_ids, **parsed.link_ids}),
         mediums=MappingProxyType({**base.mediums, **parsed.mediums}),
         hosts=MappingProxyType({**base.hosts, **parsed.hosts}),
         wildcard_hosts=MappingProxyType({**base.wildcard_hosts, **parsed.wildcard_hosts}),
@@ -77,6 +87,12 @@ def _parse(raw: Mapping[str, Any], where: str) -> SourceTable:
             _name(v, f"{where}.click_ids.{k}", "an ad network name such as \"google-ads\"")
         for k, v in _table(raw, "click_ids", where).items()
     }
+    link_ids = {}
+    for key, value in _table(raw, "link_ids", where).items():
+        param = _name(key, f"{where}.link_ids", "a query parameter name").lower()
+        cls, _, name = str(value).partition("/")
+        link_ids[param] = (_cls(cls, f"{where}.link_ids.{key}"),
+                           _name(name, f"{where}.link_ids.{key}", "\"class/name\""))
     mediums = {}
     for key, value in _table(raw, "mediums", where).items():
         medium = _name(key, f"{where}.mediums", "a utm_medium value").lower()
@@ -100,6 +116,7 @@ def _parse(raw: Mapping[str, Any], where: str) -> SourceTable:
             hosts[host] = entry
     return SourceTable(
         click_ids=MappingProxyType(click_ids),
+        link_ids=MappingProxyType(link_ids),
         mediums=MappingProxyType(mediums),
         hosts=MappingProxyType(hosts),
         wildcard_hosts=MappingProxyType(wildcards),

@@ -42,6 +42,10 @@ StoreClient = Redis | RedisCluster
 _TRANSIENT_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "BUSY", "TRYAGAIN",
                       "CLUSTERDOWN", "NOAUTH", "WRONGPASS", "NOPERM", "MISCONF", "NOREPLICAS")
 
+# redis-py reports some refused logins as a plain ConnectionError; recognise them by text.
+_AUTH_WORDS = ("NOAUTH", "WRONGPASS", "NOPERM", "username-password", "invalid password",
+               "Authentication required")
+
 
 class StoreUnavailable(Exception):
     """Redis could not be reached or refused an operation; the message says what and where."""
@@ -116,8 +120,8 @@ def explain(exc: BaseException, where: str) -> str:
     """One line saying what went wrong with Redis at ``where`` (a redacted URL and the
     operation), in words an operator can act on."""
     detail = str(exc) or type(exc).__name__
-    if isinstance(exc, AuthenticationError | AuthorizationError) or (
-        isinstance(exc, ResponseError) and detail.startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
+    if isinstance(exc, AuthenticationError | AuthorizationError) or any(
+        word in detail for word in _AUTH_WORDS
     ):
         hint = "credentials refused (check the user and password in store.url)"
     elif isinstance(exc, RedisTimeoutError | TimeoutError | socket.timeout):

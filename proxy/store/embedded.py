@@ -15,8 +15,10 @@ workers only get its URL. Decisions:
 * One Kairos per data folder: two servers appending to one AOF would corrupt it. ``start()``
   takes an exclusive lock on ``<data_dir>/kairos.lock``; a second Kairos on the same folder
   gets :class:`EmbeddedStoreError` naming the process that holds it. If the previous Kairos
-  was killed (SIGKILL) and left its Valkey running, that orphan is recognised (it is a
-  valkey-server started with this folder's config) and stopped gracefully before starting.
+  was killed (SIGKILL) and left its Valkey running, that orphan is recognised (the pid in
+  the lock file is a valkey-server working in this folder) and stopped gracefully (SIGTERM,
+  so its AOF is complete) before starting. On systems without /proc it is left alone, and
+  the new server fails to start with a message naming its socket.
 """
 
 from __future__ import annotations
@@ -195,12 +197,12 @@ class EmbeddedValkey:
         pid = self._read_owner().get("valkey_pid")
         if not isinstance(pid, int) or not _alive(pid):
             return
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        try:  # Valkey rewrites its command line, so look at its binary and its folder
+            exe = os.readlink(f"/proc/{pid}/exe")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
-            cmdline = []
-        ours = str(self.data_dir / "valkey.conf").encode()
-        if not any(b"valkey-server" in part for part in cmdline) or ours not in cmdline:
+            exe = cwd = ""
+        if "valkey" not in Path(exe).name or Path(cwd) != self.data_dir:
             return  # the pid was reused by something else: not ours to stop
         log.warning("store: stopping Valkey pid %d left running on %s by a previous Kairos",
                     pid, self.data_dir)

@@ -98,11 +98,12 @@ class Store:
     def record(self, event: object) -> None:
         """Queue ``event`` for counting. O(1), never awaits, never raises."""
         try:
+            if self._closed:
+                self._dropped += 1
+                return
             buffer = self._buffer
-            if self._closed or len(buffer) == buffer.maxlen:
+            if len(buffer) == buffer.maxlen:
                 self._dropped += 1  # a full deque discards its oldest item on append
-                if self._closed:
-                    return
             buffer.append(event)
         except Exception:  # pragma: no cover - deque.append does not fail; belt and braces
             self._dropped += 1
@@ -129,6 +130,7 @@ class Store:
         while self._kept is not None or self._buffer:
             if not await self._flush_once():
                 return False
+        self._recover(ping=False)  # nothing kept: no flush failure stands any more
         return True
 
     async def close(self, timeout: float = 2.0) -> None:
@@ -175,7 +177,6 @@ class Store:
         async with self._lock:
             if self._kept is None:
                 if not self._buffer:
-                    self._recover(ping=False)  # nothing kept: no flush failure stands
                     return True
                 self._kept = self._take()
             kept = self._kept

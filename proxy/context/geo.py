@@ -1,0 +1,249 @@
+"""Country, region, city, continent and time zone of the visitor's IP address.
+
+The database is a MaxMind GeoIP2/GeoLite2 City file (``context.geo_database``), opened
+once per process with ``MODE_AUTO``: the ``maxminddb`` C extension with mmap when it is
+installed, pure Python otherwise. Records are read with ``maxminddb`` directly rather than
+through ``geoip2``'s model objects, which build a dozen objects per lookup the context never
+reads. Without a configured file the GeoLite2 City file shipped inside the PyPI package
+``python-geoip-geolite2`` is used, with one warning: it dates from 2015, so countries are
+mostly right and cities often wrong.
+
+Behind a CDN the CDN knows the location better (it sees the real client): its geo headers
+(``CF-IPCountry``, ``CloudFront-Viewer-Country``, ``X-Vercel-IP-City``, ...) are used, but
+ONLY when the proxy says the peer is trusted — anyone can send these headers.
+
+Privacy: the IP address is looked up in memory and neither kept nor logged here. Answers
+are cached per IPv4 /24 network (only when the database's network covers the whole /24,
+so the answer is the same for every address in it): the cache holds truncated addresses,
+like analytics tools' "IP anonymisation", and saves the ~16 µs a City record costs to
+decode (its place names come in eight languages). A miss,
+a private address or a malformed one gives an empty :class:`Geo`; nothing here raises on
+the request path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import maxminddb
+
+log = logging.getLogger(__name__)
+
+BUNDLED_PACKAGE = "_geoip_geolite2"  # the module python-geoip-geolite2 installs
+BUNDLED_FILE = "GeoLite2-City.mmdb"
+CACHE_SIZE = 10_000  # /24 networks, not addresses
+
+# Lower-case header names, most specific first within each field.
+CDN_HEADERS: Mapping[str, tuple[str, ...]] = {
+    "country": ("cf-ipcountry", "cloudfront-viewer-country", "x-vercel-ip-country",
+                "x-appengine-country", "fastly-geo-country"),
+    "region": ("x-vercel-ip-country-region", "cloudfront-viewer-country-region",
+               "cf-region-code", "x-appengine-region"),
+    "city": ("x-vercel-ip-city", "cloudfront-viewer-city", "cf-ipcity", "x-appengine-city"),
+    "continent": ("cf-ipcontinent", "x-vercel-ip-continent"),
+    "time_zone": ("x-vercel-ip-timezone", "cloudfront-viewer-time-zone", "cf-timezone"),
+}
+CDN_HEADER_NAMES = frozenset(h for names in CDN_HEADERS.values() for h in names)
+_COUNTRY = re.compile(r"[A-Z]{2}")
+_ZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+\-/]{1,63}")
+_NOT_COUNTRIES = {"XX", "T1", "A1", "A2", "O1", "EU", "AP"}  # unknown, Tor, proxies, blocs
+
+
+@dataclass(frozen=True, slots=True)
+class Geo:
+    """Where the visitor is. Empty strings when unknown; ``source`` says where it came from."""
+
+    country: str = ""  # ISO 3166-1 alpha-2, "GB"
+    country_name: str = ""
+    region: str = ""  # ISO 3166-2 subdivision code without the country, "ENG", "BE"
+    region_name: str = ""
+    city: str = ""
+    continent: str = ""  # "EU", "NA", ...
+    time_zone: str = ""  # IANA, "Europe/London"
+    source: str = ""  # "database", "cdn" or ""
+
+
+EMPTY_GEO = Geo()
+
+
+class GeoReader:
+    """An open City database; share one per process (it is thread-safe and read-only)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._reader = maxminddb.open_database(self.path, maxminddb.MODE_AUTO)
+        meta = self._reader.metadata()
+        self.database_type = str(meta.database_type)
+        self.build_epoch = int(meta.build_epoch)
+        self._cache: OrderedDict[str, Geo] = OrderedDict()
+
+    def lookup(self, ip: str) -> Geo:
+        """The location of ``ip``; the empty Geo on a miss or a malformed address."""
+        if not ip:
+            return EMPTY_GEO
+        key = _ipv4_slash24(ip)
+        if key is not None:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        try:
+            record, prefix_len = self._reader.get_with_prefix_len(ip)
+        except (ValueError, TypeError):
+            return EMPTY_GEO
+        geo = _from_record(record) if isinstance(record, dict) else EMPTY_GEO
+        if key is not None and prefix_len <= 24:
+            self._cache[key] = geo  # the whole /24 lies in this network: same answer
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return geo
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def _ipv4_slash24(ip: str) -> str | None:
+    """"a.b.c" for a well-formed dotted IPv4 address "a.b.c.d", else None (not cached)."""
+    dot = ip.rfind(".")
+    last = ip[dot + 1:]
+    if ip.count(".") != 3 or not last.isdigit() or len(last) > 3 or int(last) > 255 or (
+        len(last) > 1 and last[0] == "0"
+    ):
+        return None
+    return ip[:dot]
+
+
+def bundled_database() -> Path | None:
+    """The GeoLite2 City file inside the installed python-geoip-geolite2, if any."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / BUNDLED_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+_warned_bundled = False
+
+
+def open_reader(path: str = "") -> GeoReader | None:
+    """Open the configured database, or the bundled 2015 file (one warning) when ``path`` is
+    empty; None when there is neither. A configured file that cannot be opened raises
+    ``ValueError`` at start-up rather than silently giving every visitor an empty Geo."""
+    global _warned_bundled
+    if path:
+        try:
+            return GeoReader(path)
+        except (OSError, maxminddb.InvalidDatabaseError) as exc:
+            raise ValueError(f"context.geo_database = {path!r} is not valid: expected a "
+                             f"readable GeoIP2/GeoLite2 City .mmdb file ({exc})") from None
+    bundled = bundled_database()
+    if bundled is None:
+        log.warning("no GeoIP database: context.geo_database is not set and the "
+                    "python-geoip-geolite2 package is not installed; geo.* will be empty")
+        return None
+    if not _warned_bundled:
+        _warned_bundled = True
+        log.warning("geo: using the GeoLite2 City file bundled with python-geoip-geolite2 "
+                    "(%s), which dates from 2015: countries are mostly right, cities and "
+                    "regions often wrong. Set context.geo_database to a current GeoIP2 or "
+                    "GeoLite2 City file.", bundled)
+    return GeoReader(bundled)
+
+
+def locate(
+    reader: GeoReader | None,
+    client_ip: str,
+    cdn_headers: Mapping[str, str] | None = None,
+    *,
+    peer_trusted: bool,
+    trust_cdn_headers: bool = True,
+) -> Geo:
+    """The visitor's location: the database's answer for ``client_ip``, overridden by CDN
+    geo headers (lower-case names) only when ``peer_trusted`` and ``trust_cdn_headers``.
+
+    When the CDN names a different country than the database, the database's region, city
+    and time zone are dropped instead of mixed in (Paris, Germany helps no one).
+    """
+    geo = reader.lookup(client_ip) if reader is not None else EMPTY_GEO
+    if not (peer_trusted and trust_cdn_headers and cdn_headers):
+        return geo
+    cdn = from_cdn_headers(cdn_headers)
+    if cdn is EMPTY_GEO:
+        return geo
+    if geo is EMPTY_GEO or (cdn.country and cdn.country != geo.country):
+        return cdn
+    same_region = not cdn.region or cdn.region == geo.region
+    return Geo(
+        country=geo.country,
+        country_name=geo.country_name,
+        region=cdn.region or geo.region,
+        region_name=geo.region_name if same_region else "",
+        city=cdn.city or (geo.city if same_region else ""),
+        continent=cdn.continent or geo.continent,
+        time_zone=cdn.time_zone or geo.time_zone,
+        source="cdn",
+    )
+
+
+def from_cdn_headers(headers: Mapping[str, str]) -> Geo:
+    """A Geo from CDN headers alone (lower-case names); the empty Geo when none is usable."""
+    values: dict[str, str] = {}
+    for field_name, names in CDN_HEADERS.items():
+        for name in names:
+            raw = headers.get(name)
+            value = _clean(field_name, raw) if raw else ""
+            if value:
+                values[field_name] = value
+                break
+    if not values:
+        return EMPTY_GEO
+    return Geo(source="cdn", **values)
+
+
+def _clean(field_name: str, raw: str) -> str:
+    value = raw.strip()
+    if "%" in value:
+        value = unquote(value)  # Vercel URL-encodes cities ("S%C3%A3o%20Paulo")
+    if field_name in ("country", "continent"):
+        value = value.upper()
+        if not _COUNTRY.fullmatch(value) or (field_name == "country" and value in _NOT_COUNTRIES):
+            return ""
+        return value
+    if field_name == "time_zone":
+        return value if _ZONE.fullmatch(value) else ""
+    if field_name == "region":
+        value = value.upper().rsplit("-", 1)[-1]  # "DE-BE" and "BE" both mean Berlin
+        return value if value.isalnum() and len(value) <= 3 else ""
+    return value[:100] if value.isprintable() else ""
+
+
+def _from_record(record: dict[str, Any]) -> Geo:
+    country = record.get("country") or record.get("registered_country") or {}
+    subdivisions = record.get("subdivisions") or [{}]
+    region = subdivisions[0] if isinstance(subdivisions, list) and subdivisions else {}
+    return Geo(
+        country=str(country.get("iso_code", "")),
+        country_name=_name(country),
+        region=str(region.get("iso_code", "")),
+        region_name=_name(region),
+        city=_name(record.get("city") or {}),
+        continent=str((record.get("continent") or {}).get("code", "")),
+        time_zone=str((record.get("location") or {}).get("time_zone", "")),
+        source="database",
+    )
+
+
+def _name(item: Mapping[str, Any]) -> str:
+    names = item.get("names") if isinstance(item, Mapping) else None
+    return str(names.get("en", "")) if isinstance(names, Mapping) else ""
