@@ -8,7 +8,6 @@ shutdown. uvicorn workers call :func:`app_from_environment`, which rebuilds the 
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 from typing import Any
@@ -20,7 +19,7 @@ from .http_proxy import HttpProxy
 from .metrics import Metrics
 from .page import PageTransform
 from .store import Store
-from .store.events import PageView
+from .store.events import PageView, utc_day
 from .upstream import Upstream
 from .websocket_proxy import WebSocketProxy
 
@@ -56,7 +55,7 @@ class KairosApp:
 
     def _record(self, scope: dict[str, Any]) -> None:
         if self.store is not None and scope["method"] == "GET":
-            self.store.record(PageView(day=datetime.datetime.now(datetime.UTC).date().isoformat()))
+            self.store.record(PageView(day=utc_day()))
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:

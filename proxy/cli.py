@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -107,6 +108,9 @@ def run_uvicorn(config: Config) -> None:
     import uvicorn
 
     os.environ[config_module.RESOLVED_ENV] = config_module.to_json(config)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler that
+    # kills this process before `embedded_store` can stop Valkey. Exit normally instead.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     log.info("Kairos listening on http://%s:%d, upstream %s, %d worker(s)",
              config.server.host, config.server.port, config.upstream.url, config.server.workers)
     uvicorn.run(

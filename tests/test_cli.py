@@ -60,7 +60,7 @@ def served(upstream: Upstream, tmp_path: Path) -> Iterator[tuple[str, subprocess
 
 def test_serve_with_two_workers_and_embedded_store(served: tuple[str, subprocess.Popen, Path],
                                                    upstream: Upstream) -> None:
-    url, process, data_dir = served
+    url, _process, data_dir = served
     pids = set()
     for _ in range(40):
         response = httpx.get(url + "/echo?cli")
@@ -78,16 +78,32 @@ def test_serve_with_two_workers_and_embedded_store(served: tuple[str, subprocess
 
 def test_sigterm_stops_workers_and_the_embedded_store(
         served: tuple[str, subprocess.Popen, Path]) -> None:
-    url, process, data_dir = served
+    _url, process, _data_dir = served
     children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
                               text=True).stdout.split()
     assert children, "serve started no child processes"
+    children = descendants(process.pid)
     process.send_signal(signal.SIGTERM)
     assert process.wait(20) == 0
     time.sleep(0.3)
-    for pid in children:
-        assert not Path(f"/proc/{pid}").exists() or \
-            Path(f"/proc/{pid}/status").read_text().find("zombie") >= 0, f"child {pid} survived"
+    assert [pid for pid in children if alive(pid)] == [], "serve left processes running"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (workers, the embedded Valkey, the demo origin)."""
+    found = []
+    for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                                text=True).stdout.split():
+        found += [int(child), *descendants(int(child))]
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "zombie" not in status
 
 
 def test_bad_flag_value_stops_startup_with_a_clear_message(tmp_path: Path) -> None:
@@ -113,6 +129,10 @@ def test_demo_serves_the_shop_through_the_proxy(tmp_path: Path) -> None:
         health = wait_healthy(url, process)
         page = httpx.get(url + "/")
         css = httpx.get(url + "/static/site.css")
+        children = descendants(process.pid)
+    assert process.returncode == 0
+    time.sleep(0.3)
+    assert [pid for pid in children if alive(pid)] == [], "demo left processes running"
     assert health["status"] == "ok"
     assert page.status_code == 200
     assert 'id="hero-headline"' in page.text

@@ -69,7 +69,7 @@ def test_bad_values_name_key_value_and_what_is_valid(overrides: dict, message: s
 def test_bad_file_errors_name_the_file(tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text("[server\nport = 1")
-    with pytest.raises(ConfigError, match="broken.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML"):
         config.load(broken, environ={})
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("[srever]\nport = 1\n")
@@ -80,5 +80,5 @@ def test_bad_file_errors_name_the_file(tmp_path: Path) -> None:
 
 
 def test_environment_errors_say_they_come_from_the_environment() -> None:
-    with pytest.raises(ConfigError, match="environment: server.workers = 'many'"):
+    with pytest.raises(ConfigError, match=r"environment: server\.workers = 'many'"):
         config.load(None, environ={"KAIROS_SERVER_WORKERS": "many"})

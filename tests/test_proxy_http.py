@@ -249,7 +249,7 @@ def test_p14_p15_p28_upstream_faults_map_to_gateway_errors(kairos: RunningKairos
     assert response.headers["cache-control"] == "no-store"
 
 
-def test_p28_refused_upstream_is_502_and_recovers(valkey: object) -> None:
+def test_p28_f10_refused_upstream_is_502_and_recovers(valkey: object) -> None:
     from .conftest import start_kairos
     from .upstream_server import Upstream as Origin
     origin = Origin().start()
@@ -257,9 +257,28 @@ def test_p28_refused_upstream_is_502_and_recovers(valkey: object) -> None:
     origin.stop()
     running = start_kairos(f"http://127.0.0.1:{port}", valkey.connection_url)  # type: ignore[attr-defined]
     try:
-        assert httpx.get(running.url + "/echo").status_code == 502
+        start = time.monotonic()
+        down = httpx.get(running.url + "/echo")
+        elapsed = time.monotonic() - start
+        back = Origin(port=port).start()
+        try:
+            up = httpx.get(running.url + "/echo")
+        finally:
+            back.stop()
     finally:
         running.stop()
+    assert down.status_code == 502
+    assert elapsed < 1.5                 # refused is immediate, not a timeout
+    assert up.status_code == 200
+
+
+def test_p28_non_idempotent_request_is_never_retried(kairos: RunningKairos,
+                                                     upstream: Upstream) -> None:
+    before = sum(1 for r in upstream.received if r.target == "/garbage?post")
+    response = httpx.post(kairos.url + "/garbage?post", content=b"order=1")
+    after = sum(1 for r in upstream.received if r.target == "/garbage?post")
+    assert response.status_code == 502
+    assert after - before == 1
 
 
 def test_p25_truncated_body_stays_visibly_incomplete(kairos: RunningKairos) -> None:
@@ -309,7 +328,7 @@ def test_p21_head_is_forwarded_as_head_without_body(kairos: RunningKairos,
                                                     upstream: Upstream) -> None:
     response = raw_request(kairos.port, b"HEAD /html?head HTTP/1.1\r\nHost: shop.test\r\n"
                                         b"Connection: close\r\n\r\n")
-    head, _, body = response.partition(b"\r\n\r\n")
+    _head, _, body = response.partition(b"\r\n\r\n")
     assert status_of(response) == 200
     assert body == b""
     assert upstream.last("/html?head").method == "HEAD"
@@ -326,6 +345,18 @@ def test_p23_server_sent_events_arrive_one_by_one(kairos: RunningKairos) -> None
     assert len(arrivals) == 3
     assert arrivals[0] < 0.25           # first event long before the stream ends (0.9 s)
     assert arrivals[2] - arrivals[0] > 0.4
+
+
+def test_p17_pass_through_keeps_the_origin_encoding_and_bytes(kairos: RunningKairos) -> None:
+    import brotli
+
+    from .upstream_server import page_bytes
+    response = raw_request(kairos.port, b"GET /html?enc=br&cc=no-transform HTTP/1.1\r\n"
+                                        b"Host: shop.test\r\nAccept-Encoding: br\r\n"
+                                        b"Connection: close\r\n\r\n")
+    body = response.partition(b"\r\n\r\n")[2]
+    assert header_lines(response, b"content-encoding") == [b"br"]
+    assert brotli.decompress(body) == page_bytes()
 
 
 def test_p23_large_body_streams_through_intact(kairos: RunningKairos) -> None:

@@ -108,27 +108,27 @@ def test_f5_a_failing_transform_serves_the_original(kairos: RunningKairos) -> No
 def test_f6_page_without_a_matching_slot_is_byte_identical(kairos: RunningKairos) -> None:
     response = httpx.get(kairos.url + "/html?ct=text/plain")   # not HTML: streams
     assert response.content == page_bytes()
-    head, body = get_raw(kairos, "/echo")
+    _head, body = get_raw(kairos, "/echo")
     assert b"Zo" not in body
 
 
 @pytest.mark.parametrize("charset", ["windows-1252", "iso-8859-15", "utf-8"])
 def test_f7_page_charset_is_respected(kairos: RunningKairos, charset: str) -> None:
-    head, body = get_raw(kairos, f"/html?charset={charset}")
+    _head, body = get_raw(kairos, f"/html?charset={charset}")
     html = body.decode(charset)
     assert "Café crème" in html                       # not U+FFFD
     assert "<h1>Hello, Zoë</h1>" in html              # the inserted ë fits these charsets
 
 
 def test_f7_charset_from_meta_when_header_has_none(kairos: RunningKairos) -> None:
-    head, body = get_raw(kairos, "/html?charset=windows-1252&ct=text/html")
+    _head, body = get_raw(kairos, "/html?charset=windows-1252&ct=text/html")
     assert "Café crème" in body.decode("windows-1252")
     assert "Zoë" in body.decode("windows-1252")
 
 
 def test_f7_undecodable_page_passes_through(kairos: RunningKairos) -> None:
     # Declared utf-8 but the bytes are windows-1252: strict decoding fails, page untouched.
-    head, body = get_raw(kairos, "/html?charset=windows-1252&ct=text/html;+charset=utf-8")
+    _head, body = get_raw(kairos, "/html?charset=windows-1252&ct=text/html;+charset=utf-8")
     assert body == page_bytes("windows-1252")
 
 

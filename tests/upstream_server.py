@@ -56,7 +56,7 @@ class Upstream:
         def run() -> None:
             self._loop = asyncio.new_event_loop()
             self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._connection, self.host, 0))
+                asyncio.start_server(self._connection, self.host, self.port))
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()

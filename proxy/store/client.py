@@ -128,6 +128,8 @@ def explain(exc: BaseException, where: str) -> str:
         hint = "no answer in time (Redis frozen, overloaded or unreachable)"
     elif isinstance(exc, OutOfMemoryError) or detail.startswith("OOM"):
         hint = "Redis is out of memory (maxmemory reached, writes refused)"
+    elif isinstance(exc, BusyLoadingError) or detail.startswith("LOADING"):
+        hint = "Redis is still loading its data after a restart"
     elif isinstance(exc, ConnectionError | OSError):
         hint = "cannot connect (Redis down or wrong address)"
     elif isinstance(exc, RedisClusterException | ClusterDownError):
