@@ -11,11 +11,12 @@ a second trie used with ``match``; the handful that are real regular expressions
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import re
-from importlib import resources
 from itertools import product
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,19 @@ _NAME = re.compile(r"[A-Za-z][\w.-]*?(?:[Bb]ot|[Ss]pider|[Cc]rawler|[Ff]etcher)\
 
 
 def load_patterns() -> list[str]:
-    """The data set's patterns, read from the installed ``crawleruseragents`` package."""
-    try:
-        text = resources.files("crawleruseragents").joinpath("crawler-user-agents.json")
-        return [item["pattern"] for item in json.loads(text.read_text(encoding="utf-8"))]
-    except (ModuleNotFoundError, FileNotFoundError, ValueError, KeyError) as exc:
-        log.warning("crawler-user-agents data not available (%s); only %d known crawler "
-                    "names are recognised", exc, len(KNOWN_CRAWLERS))
-        return []
+    """The data set's patterns, read from the installed ``crawler-user-agents`` package's
+    JSON file (without importing the package, which would parse the file a second time)."""
+    spec = importlib.util.find_spec("crawleruseragents")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = Path(folder) / "crawler-user-agents.json"
+        try:
+            return [item["pattern"] for item in json.loads(path.read_text(encoding="utf-8"))]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    log.warning("crawler-user-agents data not available; only %d known crawler names are "
+                "recognised (pip install crawler-user-agents)", len(KNOWN_CRAWLERS))
+    return []
 
 
 class BotMatcher:

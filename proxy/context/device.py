@@ -1,27 +1,30 @@
 """Device kind (mobile / tablet / desktop / bot), browser family and OS family from the UA.
 
-Why a hand-written classifier and not a UA-parsing library — measured on this machine
-(2 cores, Python 3.11) over ~4,500 distinct, realistic User-Agents, per UA not seen before:
+Why hand-written rules and not a UA-parsing library — measured with
+``bench/bench_context.py`` on this project's 2-core machine (Python 3.11, other jobs
+running, so read the ranges as "about"), over ~3,000 distinct realistic User-Agents, per UA
+not seen before:
 
-=========================================  ===========  =========
-resolver                                   median       p99
-=========================================  ===========  =========
-``user-agents`` 2.2 (``ua-parser`` basic)  1,300 µs     2,070 µs
-``ua-parser`` 1.0 basic resolver, all      1,170 µs     2,270 µs
-``ua-parser`` + ``ua-parser-rs``, all      24 µs        79 µs
-``ua-parser`` + ``ua-parser-rs``, UA+OS    19 µs        35 µs
-this module (own rules + bot trie)         see below
-=========================================  ===========  =========
+==========================================  ==============  ==============
+resolver                                    median          p99
+==========================================  ==============  ==============
+``user-agents`` 2.2 (``ua-parser`` basic)   800-1,500 µs    1,500-4,400 µs
+``ua-parser`` 1.0 basic resolver, all       ~1,170 µs       ~2,270 µs
+``ua-parser`` + ``ua-parser-rs``, all       25-35 µs        ~200 µs
+``ua-parser`` + ``ua-parser-rs``, UA+OS     ~19 µs          ~35 µs
+this module, unseen (rules + bot trie)      21-36 µs        50-180 µs
+this module, repeat (LRU hit)               0.4-0.6 µs      ~1 µs
+==========================================  ==============  ==============
 
-``user-agents``' own cache also empties completely at 200 entries, so under real traffic
-it is always cold. ``ua-parser``'s answers would still need the same hand-written rules
-to decide mobile/tablet/desktop (it reports brand/model, not a form factor) and its own
-bot detection covers a fraction of the ``crawler-user-agents`` data set; paying ~20 µs for
-it buys nothing the decision here uses. So: browser and OS families from a short ordered
-list of tokens (a few substring tests, ~2 µs), bots from :mod:`proxy.context.botmatch`
-(~15-20 µs), and the whole answer in an LRU cache of 10,000 UAs (~0.2 µs on a repeat).
-Measured with ``bench/bench_context.py``: unseen ~25 µs median, repeat ~0.2 µs median —
-within the budget of 50 µs unseen / 5 µs repeat. Re-measure when changing the rules.
+``user-agents``' cache also empties completely at 200 entries, so under real traffic it
+is always cold. ``ua-parser`` + ``ua-parser-rs`` is as fast, but it reports brand and model,
+not a form factor, so the same hand-written rules would still be needed to say
+mobile/tablet/desktop, and it knows far fewer crawlers than the ``crawler-user-agents``
+data set; on top of the ~15-20 µs the data set's matcher costs anyway, it would double the
+unseen cost for nothing the decision uses. So: browser and OS family from a short ordered
+list of tokens (a few substring tests, ~2 µs), crawlers from :mod:`proxy.context.botmatch`
+(~15-20 µs), and the whole answer in an LRU cache of 10,000 UAs. Budget: < 50 µs median
+unseen, < 5 µs repeat. Re-measure with the bench when changing the rules.
 
 Known limits: iPadOS 13+ Safari asks for the desktop site and sends a macOS UA, so those
 iPads are "desktop" (only client hints or JavaScript could tell); a missing or empty UA is

@@ -28,6 +28,7 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ CDN_HEADERS: Mapping[str, tuple[str, ...]] = {
     "time_zone": ("x-vercel-ip-timezone", "cloudfront-viewer-time-zone", "cf-timezone"),
 }
 CDN_HEADER_NAMES = frozenset(h for names in CDN_HEADERS.values() for h in names)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _COUNTRY = re.compile(r"[A-Z]{2}")
 _ZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+\-/]{1,63}")
 _NOT_COUNTRIES = {"XX", "T1", "A1", "A2", "O1", "EU", "AP"}  # unknown, Tor, proxies, blocs
@@ -93,17 +96,24 @@ class GeoReader:
         if key is not None:
             cached = self._cache.get(key)
             if cached is not None:
-                self._cache.move_to_end(key)
+                with suppress(KeyError):  # evicted meanwhile by another thread: still valid
+                    self._cache.move_to_end(key)
                 return cached
+        if key is None and ":" not in ip:
+            return EMPTY_GEO  # not a dotted quad; "010.1.1.1" would even be read as octal
         try:
             record, prefix_len = self._reader.get_with_prefix_len(ip)
         except (ValueError, TypeError):
             return EMPTY_GEO
-        geo = _from_record(record) if isinstance(record, dict) else EMPTY_GEO
+        try:
+            geo = _from_record(record) if isinstance(record, dict) else EMPTY_GEO
+        except (AttributeError, TypeError, KeyError):  # a database of another shape
+            geo = EMPTY_GEO
         if key is not None and prefix_len <= 24:
             self._cache[key] = geo  # the whole /24 lies in this network: same answer
             if len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
+                with suppress(KeyError):
+                    self._cache.popitem(last=False)
         return geo
 
     def close(self) -> None:
@@ -111,14 +121,10 @@ class GeoReader:
 
 
 def _ipv4_slash24(ip: str) -> str | None:
-    """"a.b.c" for a well-formed dotted IPv4 address "a.b.c.d", else None (not cached)."""
-    dot = ip.rfind(".")
-    last = ip[dot + 1:]
-    if ip.count(".") != 3 or not last.isdigit() or len(last) > 3 or int(last) > 255 or (
-        len(last) > 1 and last[0] == "0"
-    ):
+    """"a.b.c" for a well-formed dotted IPv4 address "a.b.c.d", else None."""
+    if _IPV4.fullmatch(ip) is None:
         return None
-    return ip[:dot]
+    return ip[:ip.rfind(".")]
 
 
 def bundled_database() -> Path | None:
@@ -229,21 +235,20 @@ def _clean(field_name: str, raw: str) -> str:
 
 
 def _from_record(record: dict[str, Any]) -> Geo:
-    country = record.get("country") or record.get("registered_country") or {}
-    subdivisions = record.get("subdivisions") or [{}]
-    region = subdivisions[0] if isinstance(subdivisions, list) and subdivisions else {}
+    """Read the few fields the context uses from a GeoIP2 City/Country record."""
+    country = record.get("country") or record.get("registered_country") or _NONE
+    subdivisions = record.get("subdivisions")
+    region = subdivisions[0] if isinstance(subdivisions, list) and subdivisions else _NONE
     return Geo(
-        country=str(country.get("iso_code", "")),
-        country_name=_name(country),
-        region=str(region.get("iso_code", "")),
-        region_name=_name(region),
-        city=_name(record.get("city") or {}),
-        continent=str((record.get("continent") or {}).get("code", "")),
-        time_zone=str((record.get("location") or {}).get("time_zone", "")),
+        country=country.get("iso_code") or "",
+        country_name=(country.get("names") or _NONE).get("en") or "",
+        region=region.get("iso_code") or "",
+        region_name=(region.get("names") or _NONE).get("en") or "",
+        city=((record.get("city") or _NONE).get("names") or _NONE).get("en") or "",
+        continent=(record.get("continent") or _NONE).get("code") or "",
+        time_zone=(record.get("location") or _NONE).get("time_zone") or "",
         source="database",
     )
 
 
-def _name(item: Mapping[str, Any]) -> str:
-    names = item.get("names") if isinstance(item, Mapping) else None
-    return str(names.get("en", "")) if isinstance(names, Mapping) else ""
+_NONE: dict[str, Any] = {}

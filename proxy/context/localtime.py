@@ -10,7 +10,7 @@ DST fold.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -54,8 +54,29 @@ def _zone(name: str) -> ZoneInfo | None:
         return None
 
 
+_CACHE_SIZE = 2048
+_cache: dict[tuple[str, int], tuple[ContextSettings, LocalTime]] = {}
+
+
 def local_time(now: float, time_zone: str, settings: ContextSettings) -> LocalTime:
-    """The visitor's wall clock at Unix time ``now`` in ``time_zone`` (never raises)."""
+    """The visitor's wall clock at Unix time ``now`` in ``time_zone`` (never raises).
+
+    Memoised per zone and minute (every zone in use today is offset from UTC by whole
+    minutes, so all fields are the same for a whole UTC minute); an entry is only reused
+    for the very settings object it was computed with.
+    """
+    key = (time_zone, int(now // 60))
+    hit = _cache.get(key)
+    if hit is not None and hit[0] is settings:
+        return hit[1]
+    result = _compute(now, time_zone, settings)
+    if len(_cache) >= _CACHE_SIZE:
+        _cache.clear()  # a new minute makes all entries stale anyway
+    _cache[key] = (settings, result)
+    return result
+
+
+def _compute(now: float, time_zone: str, settings: ContextSettings) -> LocalTime:
     name = time_zone
     tz: tzinfo | None = zone(time_zone)
     if tz is None:
@@ -63,7 +84,7 @@ def local_time(now: float, time_zone: str, settings: ContextSettings) -> LocalTi
         tz = zone(name)
     if tz is None:
         name = "local"
-        tz = datetime.fromtimestamp(now, timezone.utc).astimezone().tzinfo
+        tz = datetime.fromtimestamp(now, UTC).astimezone().tzinfo
     moment = datetime.fromtimestamp(now, tz)
     day = moment.date()
     return LocalTime(

@@ -17,6 +17,7 @@ Yahoo ``p``, Yandex ``text``, Baidu ``wd``; Google almost never) and otherwise f
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
@@ -24,6 +25,8 @@ from proxy.context.sourcetable import HostEntry, SourceTable
 
 MAX_URL_CHARS = 2048  # longer referrers and query strings are cut before parsing
 MAX_VALUE_CHARS = 100
+CACHE_SIZE = 4096
+MAX_CACHED_CHARS = 512
 UTM_KEYS = ("source", "medium", "campaign", "term", "content", "id")
 _TLD_SECOND = {"co", "com", "net", "org", "ac", "gov", "edu", "ne", "or", "go", "gob"}
 
@@ -61,7 +64,29 @@ DIRECT = Source()
 
 
 def classify_source(referer: str, query_string: str, host: str, table: SourceTable) -> Source:
-    """Classify one request (pure; never raises). ``host`` is the site's own host."""
+    """Classify one request (pure; never raises). ``host`` is the site's own host.
+
+    Results are memoised per table (FIFO, 4,096 entries, short inputs only): most
+    requests repeat a referrer such as ``https://www.google.com/`` or an internal page.
+    """
+    if not referer and not query_string:
+        return DIRECT
+    cacheable = len(referer) + len(query_string) <= MAX_CACHED_CHARS
+    if cacheable:
+        found = table.cache.get((referer, query_string, host))
+        if found is not None:
+            return found
+    result = _classify(referer, query_string, host, table)
+    if cacheable:
+        cache = table.cache
+        if len(cache) >= CACHE_SIZE:
+            with suppress(RuntimeError, StopIteration):  # another thread changed it meanwhile
+                cache.pop(next(iter(cache)), None)
+        cache[(referer, query_string, host)] = result
+    return result
+
+
+def _classify(referer: str, query_string: str, host: str, table: SourceTable) -> Source:
     params = _query(query_string) if query_string else {}
     ref_host, ref_query = _referrer(referer) if referer else ("", "")
     utm = tuple(sorted((k[4:], v) for k, v in params.items() if k.startswith("utm_")))[:12]

@@ -2,9 +2,10 @@
 
 The tables are data rather than code so that a site can teach Kairos its own partners,
 newsletters or regional search engines without a release: ``[context.sources]`` in
-config.toml has the same four tables (``click_ids``, ``link_ids``, ``mediums``, ``hosts``) and its entries
-are added to the built-in ones, winning on equal keys. Everything is validated here, at
-start-up, so that :mod:`proxy.context.source` can trust the table on the request path.
+config.toml has the same four tables (``click_ids``, ``link_ids``, ``mediums``, ``hosts``)
+and its entries are added to the built-in ones, winning on equal keys. Everything is
+validated here, at start-up, so that :mod:`proxy.context.source` can trust the table on the
+request path.
 """
 
 from __future__ import annotations
@@ -42,15 +43,20 @@ class SourceTable:
     wildcard_hosts: Mapping[str, HostEntry]
     by_name: Mapping[str, str] = field(init=False, default=None)  # type: ignore[assignment]
     # entry name -> class, to classify a bare utm_source such as "facebook"
+    cache: dict = field(init=False, default=None, compare=False, repr=False)  # type: ignore[assignment]
+    # classifications already made with this table (see proxy.context.source)
 
     def __post_init__(self) -> None:
         names: dict[str, str] = {}
         for entry in (*self.wildcard_hosts.values(), *self.hosts.values()):
             names.setdefault(entry.name, entry.cls)
         object.__setattr__(self, "by_name", MappingProxyType(names))
+        object.__setattr__(self, "cache", {})
 
 
-def load_table(extra: Mapping[str, Any] | None = None, where: str = "context.sources") -> SourceTable:
+def load_table(
+    extra: Mapping[str, Any] | None = None, where: str = "context.sources"
+) -> SourceTable:
     """The built-in tables with ``extra`` (same shape as data/sources.toml) merged over them.
 
     Raises ``ValueError`` naming the key, the bad value and what would be valid.
