@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .metrics import Metrics
+from .responses import respond
 
 
 @dataclass
@@ -58,7 +59,7 @@ class Admin:
         name = scope["path"][len(self.prefix):].strip("/")
         handler = self.routes.get(name)
         if handler is None:
-            await _respond(send, 404, b"text/plain; charset=utf-8",
+            await respond(send, 404, b"text/plain; charset=utf-8",
                            f"unknown Kairos endpoint; available: {', '.join(self.routes)}\n"
                            .encode())
             return
@@ -75,20 +76,9 @@ class Admin:
         }
         # 200 even when degraded: pages are still served; a 503 would make a load balancer
         # take every proxy out together when the shared Redis blinks.
-        await _respond(send, 200, b"application/json",
+        await respond(send, 200, b"application/json",
                        json.dumps(body, indent=2).encode() + b"\n")
 
     async def prometheus(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await _respond(send, 200, b"text/plain; version=0.0.4; charset=utf-8",
+        await respond(send, 200, b"text/plain; version=0.0.4; charset=utf-8",
                        self.metrics.render().encode())
-
-
-async def _respond(send: Any, status: int, content_type: bytes, body: bytes) -> None:
-    from .http_proxy import http_date
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", content_type),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-        (b"date", http_date()),
-    ]})
-    await send({"type": "http.response.body", "body": body})

@@ -8,19 +8,24 @@ shutdown. uvicorn workers call :func:`app_from_environment`, which rebuilds the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 from . import config as config_module
 from .admin import Admin, UpstreamProbe
 from .config import Config
+from .context.signals import parse_signal_hash
 from .http_proxy import HttpProxy
 from .metrics import Metrics
 from .page import PageTransform
-from .store import Store
+from .store import Store, StoreUnavailable
 from .store.events import PageView, utc_day
 from .upstream import Upstream
+from .visitor import Visitors
+from .visitor_endpoints import VisitorEndpoints
 from .websocket_proxy import WebSocketProxy
 
 log = logging.getLogger("kairos")
@@ -33,6 +38,8 @@ class KairosApp:
         self.metrics = Metrics()
         self.store: Store | None = None
         self.http: HttpProxy | None = None
+        self.visitors: Visitors | None = None
+        self.tasks: list[asyncio.Task[None]] = []
         self.websocket = WebSocketProxy(config)
         _, host, port = config.upstream_origin
         self.admin = Admin(config.admin.prefix, self.metrics,
@@ -75,13 +82,37 @@ class KairosApp:
 
     async def startup(self) -> None:
         upstream = Upstream(self.config.upstream)
-        self.http = HttpProxy(self.config, upstream, self.metrics, self.transform)
+        self.visitors = Visitors.open(self.config)
+        self.http = HttpProxy(self.config, upstream, self.metrics, self.transform,
+                              self.visitors)
+        endpoints = VisitorEndpoints(self.visitors, self.http.trusted, self.config.admin.prefix,
+                                     self.transform)
+        self.admin.routes.update(endpoints.routes)
         self.store = await Store.open(self.config.store, self.config.store.url)
+        self.tasks.append(asyncio.create_task(self._refresh_signals()))
         self.metrics.gauges["events_buffered"] = lambda: self.store.stats().buffered  # type: ignore[union-attr]
         self.metrics.gauges["events_dropped_total"] = lambda: self.store.stats().dropped  # type: ignore[union-attr]
         self.metrics.gauges["events_flushed_total"] = lambda: self.store.stats().flushed  # type: ignore[union-attr]
 
+    async def _refresh_signals(self) -> None:
+        """Keep a local copy of the outside signals; the request path only reads the copy."""
+        assert self.store is not None and self.visitors is not None
+        while True:
+            try:
+                raw = await self.store.read_signals()
+                self.visitors.signals = parse_signal_hash(raw, time.time())
+            except StoreUnavailable as exc:
+                log.debug("signals not refreshed: %s", exc)   # keep the last good copy
+            except Exception:
+                log.exception("signals refresh failed; keeping the last good copy")
+            await asyncio.sleep(self.config.store.signals_interval)
+
     async def shutdown(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.visitors is not None:
+            self.visitors.close()
         if self.store is not None:
             await self.store.close()
         if self.http is not None:

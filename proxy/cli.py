@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_serve_flags(serve)
     serve.set_defaults(run=_serve)
 
+    explain = commands.add_parser("explain", help="show what Kairos derives for a request")
+    from . import explain as explain_module
+    explain_module.add_arguments(explain)
+    explain.set_defaults(run=_explain)
+
     demo = commands.add_parser("demo", help="run the demo shop behind Kairos, all embedded")
     demo.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
     demo.add_argument("--host", default="127.0.0.1")
@@ -132,6 +137,18 @@ def run_uvicorn(config: Config) -> None:
         log_level=config.server.log_level,
         timeout_graceful_shutdown=10,
     )
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from . import explain
+
+    config = config_module.load(args.config)
+    try:
+        print(explain.run(args, config))
+    except ValueError as exc:
+        print(f"kairos explain: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .context.settings import ContextSettings, parse_settings
+
 ENV_PREFIX = "KAIROS_"
-RESOLVED_ENV = "KAIROS_RESOLVED_CONFIG"  # how `kairos serve` hands the config to its workers
+RESOLVED_ENV = "KAIROS_RESOLVED_CONFIG"
+CONTEXT = "context"  # how `kairos serve` hands the config to its workers
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -87,6 +90,8 @@ class StoreConfig:
     event_buffer_size: int = 100_000
     flush_interval: float = 0.5
     flush_batch_size: int = 5_000
+    # Seconds between refreshes of each worker's copy of the outside signals.
+    signals_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,10 @@ class RulesConfig:
     folder: str = "rules"
 
 
+def _default_context() -> ContextSettings:
+    return parse_settings({}, "")
+
+
 @dataclass(frozen=True)
 class Config:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
@@ -118,6 +127,10 @@ class Config:
     cookies: CookiesConfig = field(default_factory=CookiesConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    # [context] is nested (tables of stages, ranges, sources), so the visitor-context
+    # package validates it itself; the raw table travels along for the worker processes.
+    context: ContextSettings = field(default_factory=_default_context, compare=False)
+    context_table: str = field(default="{}", compare=False)  # JSON of [context] as given
 
     @property
     def upstream_origin(self) -> tuple[str, str, int]:
@@ -167,10 +180,12 @@ def to_json(config: Config) -> str:
             return str(value)
         return value
 
-    return json.dumps(
-        {s: {k: plain(v) for k, v in dataclasses.asdict(getattr(config, s)).items()}
-         for s in SECTIONS}
-    )
+    resolved: dict[str, Any] = {
+        s: {k: plain(v) for k, v in dataclasses.asdict(getattr(config, s)).items()}
+        for s in SECTIONS
+    }
+    resolved[CONTEXT] = json.loads(config.context_table)
+    return json.dumps(resolved)
 
 
 def from_json(text: str) -> Config:
@@ -200,6 +215,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
+    context_prefix = f"{ENV_PREFIX}{CONTEXT}_".upper()
+    for name, value in environ.items():   # KAIROS_CONTEXT_HONOUR_DNT=true, JSON for tables
+        if name.startswith(context_prefix):
+            key = name[len(context_prefix):].lower()
+            found.setdefault(CONTEXT, {})[key] = _env_value(value)
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             name = f"{ENV_PREFIX}{section}_{f.name}".upper()
@@ -208,11 +228,23 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _env_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def _merge(raw: dict, origin: dict, new: dict[str, Any], source: str) -> None:
     for section, table in new.items():
+        if section == CONTEXT:
+            raw.setdefault(CONTEXT, {}).update(table)
+            origin[(CONTEXT, "")] = source
+            continue
         if section not in SECTIONS:
             raise ConfigError(
-                f"{source}: unknown section [{section}]; valid sections: {', '.join(SECTIONS)}"
+                f"{source}: unknown section [{section}]; valid sections: "
+                f"{', '.join([*SECTIONS, CONTEXT])}"
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{section}] must be a table")
@@ -224,7 +256,13 @@ def _merge(raw: dict, origin: dict, new: dict[str, Any], source: str) -> None:
 # -- validation -------------------------------------------------------------------------------
 
 def _build(raw: dict[str, dict[str, Any]], origin: dict[tuple[str, str], str]) -> Config:
-    sections = {}
+    context_raw = raw.get(CONTEXT, {})
+    try:
+        context = parse_settings(context_raw, origin.get((CONTEXT, ""), ""))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    sections: dict[str, Any] = {"context": context,
+                                "context_table": json.dumps(context_raw, default=str)}
     for section, cls in SECTIONS.items():
         values = raw.get(section, {})
         known = {f.name: f for f in dataclasses.fields(cls)}
@@ -337,6 +375,8 @@ def _check(config: Config, origin: dict[tuple[str, str], str]) -> None:
         fail("store", "event_buffer_size", "a number of at least 1")
     if not 0 < config.store.flush_interval <= 60:
         fail("store", "flush_interval", "seconds, more than 0 and at most 60")
+    if not 0 < config.store.signals_interval <= 3600:
+        fail("store", "signals_interval", "seconds, more than 0 and at most 3600")
     if config.store.flush_batch_size < 1:
         fail("store", "flush_batch_size", "a number of at least 1")
     if not config.cookies.visitor or not config.cookies.visitor.replace("_", "").isalnum():

@@ -153,6 +153,23 @@ def has_token(headers: Iterable[tuple[bytes, bytes]], name: bytes, token: bytes)
     return False
 
 
+def make_private(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
+    """Shared caches must not keep one visitor's page or cookie for another (S6): drop
+    ``public`` and ``s-maxage``, add ``private``, keep the browser-facing directives."""
+    directives: list[bytes] = []
+    rest: RawHeaders = []
+    for name, value in headers:
+        if name.lower() != b"cache-control":
+            rest.append((name, value))
+            continue
+        for part in value.split(b","):
+            key = part.strip().split(b"=")[0].lower()
+            if part.strip() and key not in {b"public", b"s-maxage", b"private"}:
+                directives.append(part.strip())
+    rest.append((b"cache-control", b", ".join([b"private", *directives])))
+    return rest
+
+
 # -- Location rewriting (P8) -------------------------------------------------------------------
 
 _LOCATION_FIELDS = frozenset({b"location", b"content-location"})

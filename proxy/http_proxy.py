@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from email.utils import formatdate
 from typing import Any
 
 from . import client_ip, codings, page
@@ -23,12 +22,15 @@ from .headers import (
     RawHeaders,
     check_request_headers,
     first,
+    make_private,
     response_headers,
     rewrite_origin_urls,
     upstream_request_headers,
 )
 from .metrics import Metrics
+from .responses import http_date, respond
 from .upstream import Upstream, UpstreamRequest, UpstreamResponse
+from .visitor import Visitors, is_page_view
 
 log = logging.getLogger("kairos.proxy")
 
@@ -50,11 +52,13 @@ class HttpProxy:
         upstream: Upstream,
         metrics: Metrics,
         transform: page.PageTransform | None = None,
+        visitors: Visitors | None = None,
     ) -> None:
         self.config = config
         self.upstream = upstream
         self.metrics = metrics
         self.transform = transform
+        self.visitors = visitors
         self.trusted = client_ip.TrustedNetworks(config.server.trusted_proxies)
         self.via = f"1.1 {config.server.via_name}".encode()
         self.buffered_pages = 0
@@ -74,17 +78,9 @@ class HttpProxy:
             self.metrics.in_flight -= 1
 
     async def _send_error(self, send: Send, status: int, text: str,
-                          extra: RawHeaders = ()) -> None:  # type: ignore[assignment]
-        body = text.encode() + b"\n"
+                          extra: RawHeaders | None = None) -> None:
         self.metrics.count_response(status)
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
-            (b"date", http_date()),
-            *extra,
-        ]})
-        await send({"type": "http.response.body", "body": body})
+        await respond(send, status, b"text/plain; charset=utf-8", text.encode() + b"\n", extra)
 
 
 class _Exchange:
@@ -100,6 +96,7 @@ class _Exchange:
         self.finishing = False
         self.disconnected = False
         self.body_done = asyncio.Event()
+        self.set_cookie: bytes | None = None
 
     async def run(self) -> None:
         task = asyncio.current_task()
@@ -148,9 +145,15 @@ class _Exchange:
         peer = (scope.get("client") or ("0.0.0.0", 0))[0]
         client = client_ip.resolve(peer, scope.get("scheme", "http"), headers, proxy.trusted)
         public_host = client.host or host
+        recognition = None
+        if proxy.visitors is not None and is_page_view(scope):
+            recognition = proxy.visitors.recognise(scope, client,
+                                                   count_visit=self.method == "GET")
+        self.set_cookie = recognition.set_cookie if recognition else None
         request = page.PageRequest(
             method=self.method, host=public_host.decode("latin-1"), path=scope["path"],
             query=scope.get("query_string", b"").decode("latin-1"), headers=tuple(headers),
+            context=recognition.context if recognition else None,
         )
         wants_page = (proxy.transform is not None and self.method == "GET"
                       and proxy.transform.wants(request))
@@ -211,6 +214,9 @@ class _Exchange:
                                   scheme.encode() + b"://" + public_host)
         if first(out, b"date") is None:  # exactly one Date (P10); uvicorn adds none
             out.append((b"date", http_date()))
+        if self.set_cookie is not None:
+            out = make_private(out)
+            out.append((b"set-cookie", self.set_cookie))   # its own line (P9)
         return out
 
     async def _start(self, status: int, headers: RawHeaders) -> None:
@@ -289,7 +295,3 @@ def _public_message(exc: ProxyError) -> str:
         return {504: "The site did not answer in time."}.get(exc.status,
                                                              "The site could not be reached.")
     return exc.detail
-
-
-def http_date() -> bytes:
-    return formatdate(usegmt=True).encode()

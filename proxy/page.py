@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from . import charset, codings
-from .headers import RawHeaders, first, has_token, without
+from .headers import RawHeaders, first, has_token, make_private, without
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _fixed_headers(headers: RawHeaders, body: bytes, edit: PageEdit) -> RawHeade
     if etag:
         out.append((b"etag", _weak_etag(etag, edit.variant)))
     if edit.personalised:
-        out = _private(out)
+        out = make_private(out)
     if first(headers, b"content-encoding") and not has_token(out, b"vary", b"accept-encoding"):
         out.append((b"vary", b"Accept-Encoding"))
     return out
@@ -115,16 +115,3 @@ def _weak_etag(etag: bytes, variant: str) -> bytes:
     opaque = etag.removeprefix(b"W/").strip().strip(b'"')
     tag = hashlib.blake2s(variant.encode(), digest_size=6).hexdigest().encode()
     return b'W/"' + opaque + b"-k" + tag + b'"'
-
-
-def _private(headers: RawHeaders) -> RawHeaders:
-    """Shared caches must not keep one visitor's page for another (S6)."""
-    directives: list[bytes] = []
-    for value in (v for n, v in headers if n.lower() == b"cache-control"):
-        for part in value.split(b","):
-            name = part.strip().split(b"=")[0].lower()
-            if part.strip() and name not in {b"public", b"s-maxage", b"private"}:
-                directives.append(part.strip())
-    out = without(headers, b"cache-control")
-    out.append((b"cache-control", b", ".join([b"private", *directives])))
-    return out

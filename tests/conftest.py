@@ -51,7 +51,10 @@ class MarkHeadline:
             return None
         if "boom" in page.query:
             raise RuntimeError("transform bug")
-        return PageEdit(html=html.replace("<h1>Hello</h1>", "<h1>Hello, Zoë</h1>"),
+        greeting = "Hello, Zoë"
+        if "device" in page.query and page.context is not None:   # shows the context arrives
+            greeting = f"Hello, {page.context.get('device.kind')} visitor"
+        return PageEdit(html=html.replace("<h1>Hello</h1>", f"<h1>{greeting}</h1>"),
                         variant="greeting", personalised=True)
 
 
@@ -74,7 +77,8 @@ class RunningKairos:
 def start_kairos(upstream_url: str, store_url: str, **overrides: object) -> RunningKairos:
     settings = {"upstream.url": upstream_url, "store.url": store_url,
                 "upstream.headers_deadline": 1.5, "upstream.read_timeout": 2.0,
-                "store.flush_interval": 0.05, **overrides}
+                "store.flush_interval": 0.05, "store.signals_interval": 0.1,
+                "cookies.secrets": ["test-secret-0123456789abcdef"], **overrides}
     config = config_module.load(None, environ={}, overrides=settings)
     app = create_app(config, transform=MarkHeadline())
     sock = socket.socket()

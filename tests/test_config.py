@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_bundled_config_toml_documents_every_key_with_its_default() -> None:
     loaded = config.load(REPO / "config.toml", environ={})
     assert loaded == config.Config()
+    assert loaded.context == config.Config().context
     text = (REPO / "config.toml").read_text()
     for section, cls in config.SECTIONS.items():
         assert f"[{section}]" in text
@@ -44,6 +45,20 @@ def test_list_values_from_the_environment() -> None:
 def test_resolved_config_survives_the_trip_to_the_workers() -> None:
     loaded = config.load(None, environ={"KAIROS_SERVER_TRUSTED_PROXIES": "10.0.0.0/8"})
     assert config.from_json(config.to_json(loaded)) == loaded
+
+
+def test_context_section_from_file_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[context]\nvisit_timeout_minutes = 45\n[context.date_ranges]\n'
+                    'black-friday = ["2026-11-27", "2026-11-30"]\n')
+    loaded = config.load(path, environ={"KAIROS_CONTEXT_HONOUR_DNT": "true"})
+    assert loaded.context.visit_timeout_minutes == 45
+    assert loaded.context.honour_dnt is True
+    assert [r.name for r in loaded.context.date_ranges] == ["black-friday"]
+    assert config.from_json(config.to_json(loaded)).context == loaded.context
+    path.write_text("[context]\nvisit_timeout_minutes = -3\n")
+    with pytest.raises(ConfigError, match=r"context\.visit_timeout_minutes = -3 is not valid"):
+        config.load(path, environ={})
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -26,7 +26,14 @@ from typing import Any
 
 from proxy.config import StoreConfig
 from proxy.store import batch as batches
-from proxy.store.client import StoreClient, connect, explain, is_transient, redact
+from proxy.store.client import (
+    StoreClient,
+    connect,
+    explain,
+    is_transient,
+    redact,
+    translated,
+)
 from proxy.store.keys import DEFAULT_PREFIX, Keyspace
 
 log = logging.getLogger("kairos.store")
@@ -124,6 +131,11 @@ class Store:
         return self._client
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    async def read_signals(self) -> dict[Any, Any]:
+        """The outside-signals hash; raises StoreUnavailable. Background use only."""
+        with translated(f"reading signals from {self._where}"):
+            return dict(await self._client.hgetall(self._keyspace.signals()))
 
     async def flush(self) -> bool:
         """Flush everything buffered now; False if Redis failed (events are kept)."""

@@ -92,6 +92,11 @@ class Keyspace:
         """String counter: HTML pages served on UTC ``day``."""
         return self.key(SITE_TAG, "pageviews", check_part(day, "day"))
 
+    def signals(self) -> str:
+        """Hash: outside signals (``weather.berlin`` -> ``rain``) that external jobs write;
+        read in the background into each worker's local copy, never on the request path."""
+        return self.key(SITE_TAG, "signals")
+
     def applied(self, tag: str, writer: str) -> str:
         """String: sequence number of the last batch ``writer`` applied to keys of ``tag``."""
         return self.key(tag, "applied", check_part(writer, "writer"))
