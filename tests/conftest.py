@@ -102,8 +102,17 @@ def start_kairos(upstream_url: str, store_url: str, **overrides: object) -> Runn
 @pytest.fixture(scope="session")
 def kairos(upstream: Upstream, valkey: ValkeyServer) -> Iterator[RunningKairos]:
     running = start_kairos(upstream.url, valkey.connection_url)
+    _UPSTREAMS[running.port] = upstream
     yield running
     running.stop()
+
+
+_UPSTREAMS: dict[int, Upstream] = {}
+
+
+def upstream_of(running: RunningKairos) -> Upstream:
+    """The test origin behind a running Kairos (registered by the ``kairos`` fixture)."""
+    return _UPSTREAMS[running.port]
 
 
 def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:

@@ -98,13 +98,36 @@ class Upstream:
                 self.received.append(request)
                 path = request.target.split("?")[0]
                 handler = ROUTES.get(path) or ROUTES.get("/" + path.split("/")[1]) or _echo
-                if not await handler(request, writer, self):
+                out = _HeadWriter(writer) if request.method == "HEAD" else writer
+                if not await handler(request, out, self):  # type: ignore[arg-type]
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
             self.open_connections -= 1
             writer.close()
+
+
+class _HeadWriter:
+    """A correct origin answers HEAD with the headers of GET and no body."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._headers_done = False
+        self.transport = writer.transport
+
+    def write(self, data: bytes) -> None:
+        if self._headers_done:
+            return
+        head, sep, _ = data.partition(b"\r\n\r\n")
+        self._writer.write(head + sep)
+        self._headers_done = bool(sep)
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+    def get_extra_info(self, name: str) -> object:
+        return self._writer.get_extra_info(name)
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Received | None:
