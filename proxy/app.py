@@ -24,7 +24,7 @@ from .page import PageTransform
 from .store import Store, StoreUnavailable
 from .store.events import PageView, utc_day
 from .upstream import Upstream
-from .visitor import Visitors
+from .visitor import Visitors, is_page_view
 from .visitor_endpoints import VisitorEndpoints
 from .websocket_proxy import WebSocketProxy
 
@@ -54,14 +54,15 @@ class KairosApp:
                 await self.admin(scope, receive, send)
                 return
             await self.http(scope, receive, send)
-            self._record(scope)
+            if is_page_view(scope):
+                self._record()
         elif kind == "websocket":
             await self.websocket(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
-    def _record(self, scope: dict[str, Any]) -> None:
-        if self.store is not None and scope["method"] == "GET":
+    def _record(self) -> None:
+        if self.store is not None:
             self.store.record(PageView(day=utc_day()))
 
     async def _lifespan(self, receive: Any, send: Any) -> None:

@@ -61,6 +61,7 @@ class HttpProxy:
         self.visitors = visitors
         self.trusted = client_ip.TrustedNetworks(config.server.trusted_proxies)
         self.via = f"1.1 {config.server.via_name}".encode()
+        self.origin = config.upstream_origin   # parsed once, compared on every redirect
         self.buffered_pages = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -210,7 +211,7 @@ class _Exchange:
         if response.dropped_headers:
             self.proxy.metrics.errors["upstream_invalid_header"] += response.dropped_headers
         out = response_headers(response.headers)
-        out = rewrite_origin_urls(out, self.proxy.config.upstream_origin,
+        out = rewrite_origin_urls(out, self.proxy.origin,
                                   scheme.encode() + b"://" + public_host)
         if first(out, b"date") is None:  # exactly one Date (P10); uvicorn adds none
             out.append((b"date", http_date()))

@@ -425,3 +425,18 @@ def test_metrics_and_health_endpoints(kairos: RunningKairos) -> None:
     assert health["upstream"]["state"] == "ok"
     assert health["store"]["state"] in ("ok", "degraded")
     assert json.dumps(health)
+
+
+def test_one_visitors_upstream_cookies_never_reach_another_visitor(upstream: Upstream,
+                                                                   valkey: object) -> None:
+    # A hostname, not an IP: cookie jars skip IP hosts, which would hide the leak.
+    from .conftest import start_kairos
+    running = start_kairos(f"http://localhost:{upstream.port}",
+                           valkey.connection_url)  # type: ignore[attr-defined]
+    try:
+        first = httpx.get(running.url + "/cookies")
+        httpx.get(running.url + "/echo?second-visitor")
+    finally:
+        running.stop()
+    assert len(first.headers.get_list("set-cookie")) == 3
+    assert upstream.last("/echo?second-visitor").header(b"cookie") == []
