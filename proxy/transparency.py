@@ -7,6 +7,7 @@ the same data. Every value shown is escaped: context values come from the reques
 
 from __future__ import annotations
 
+import datetime
 import html
 import json
 from collections.abc import Callable
@@ -60,10 +61,15 @@ def render_json(document: dict[str, Any]) -> bytes:
 
 def render_html(document: dict[str, Any], prefix: str) -> bytes:
     e = html.escape
-    rows = "".join(
-        f"<tr><th>{e(name)}</th><td>{e(_show(value))}</td></tr>"
-        for name, value in document["context"].items()
-    )
+    rows = ""
+    current = ""
+    for name, value in document["context"].items():
+        group = name.split(".", 1)[0]
+        if group != current:
+            current = group
+            rows += f'<tr><th colspan="2" class="group">{e(GROUPS.get(group, group))}</th></tr>'
+        breakable = e(name).replace(".", ".<wbr>")   # wrap narrow screens at the dots
+        rows += f"<tr><th>{breakable}</th><td>{e(_show(value, name))}</td></tr>"
     rules = document["rules"]
     if rules is None:
         rules_html = "<p>No personalisation rules are loaded.</p>"
@@ -87,9 +93,11 @@ def render_html(document: dict[str, Any], prefix: str) -> bytes:
 body{{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;
 color:#1d2a24}}
 table{{border-collapse:collapse;width:100%}}th,td{{text-align:left;padding:.3rem .5rem;
-border-bottom:1px solid #dde5e0;vertical-align:top;word-break:break-word}}
-th{{font-weight:600;width:40%}}button{{font:inherit;padding:.5rem 1rem;border-radius:.4rem;
-border:1px solid #1f4d3a;background:#1f4d3a;color:#fff;cursor:pointer}}
+border-bottom:1px solid #dde5e0;vertical-align:top;overflow-wrap:anywhere}}
+th{{font-weight:600;width:40%;overflow-wrap:normal}}th.group{{padding-top:1.2rem;font-size:1.05rem;
+color:#1f4d3a;border-bottom:2px solid #1f4d3a}}
+button{{font:inherit;padding:.5rem 1rem;border-radius:.4rem;border:1px solid #1f4d3a;
+background:#1f4d3a;color:#fff;cursor:pointer}}
 </style></head><body>
 <h1>Why you see this page</h1>
 <p>Page: <code>{e(page["path"])}</code></p>
@@ -117,9 +125,21 @@ def render_choice(opted_out: bool) -> bytes:
             f"</body></html>\n").encode()
 
 
-def _show(value: Any) -> str:
+GROUPS = {"request": "This request", "privacy": "Privacy", "visitor": "Your visits",
+          "device": "Device", "geo": "Location (from your IP address, not stored)",
+          "source": "Where you came from", "utm": "Campaign parameters",
+          "language": "Language", "time": "Your local time", "journey": "Journey",
+          "interest": "Interests", "signals": "Outside signals"}
+
+
+def _show(value: Any, name: str = "") -> str:
     if value is None:
         return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if name.endswith(("_seen", "_start")) and isinstance(value, int | float) and value > 0:
+        moment = datetime.datetime.fromtimestamp(value, datetime.UTC)
+        return moment.strftime("%Y-%m-%d %H:%M UTC")
     if isinstance(value, list | tuple):
         return ", ".join(map(str, value)) or "–"
     if isinstance(value, dict):
