@@ -10,6 +10,7 @@ demo: $(STAMP)
 	$(BIN)/kairos demo
 
 test: $(STAMP)
+	./scripts/system-packages.sh chromium
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

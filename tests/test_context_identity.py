@@ -248,3 +248,25 @@ def test_expire_cookie_header() -> None:
 )
 def test_read_cookie(header: str, expected: str | None) -> None:
     assert read_cookie(header, "kairos_v") == expected
+
+
+def test_experiment_memberships_round_trip_and_survive_page_views() -> None:
+    from proxy.context.identity import MAX_MEMBERSHIPS, Membership, with_membership
+    from proxy.context.settings import ContextSettings
+
+    state = identity.advance(None, 1_750_000_000, "/", ContextSettings())
+    member = Membership("hero", "b", 0xDEADBEEF, exposed=True,
+                        goals=(("checkout", 1.0), ("revenue", 129.5)))
+    state = with_membership(state, member)
+    decoded = identity.decode(identity.encode(state, "k" * 32), ("k" * 32,), 1_750_000_100)
+    assert decoded is not None and decoded.experiments == (member,)
+    assert decoded.membership("hero") == member
+    assert decoded.membership("hero").total("revenue") == 129.5  # type: ignore[union-attr]
+    later = identity.advance(decoded, 1_750_000_200, "/products/", ContextSettings())
+    assert later.experiments == (member,)
+    for i in range(MAX_MEMBERSHIPS + 3):
+        later = with_membership(later, Membership(f"e{i}", "a", i))
+    assert len(later.experiments) == MAX_MEMBERSHIPS
+    assert later.experiments[-1].experiment == f"e{MAX_MEMBERSHIPS + 2}"
+    assert later.membership("hero") is None       # the oldest gave way
+    assert len(identity.encode(later, "k" * 32)) < 1200

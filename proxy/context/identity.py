@@ -16,6 +16,9 @@ str   landing page of this visit (u8 length + UTF-8, at most 200 bytes, path onl
       string can carry e-mail addresses or tokens), furthest journey stage, entry source,
       entry campaign
 u8    number of interests, then per interest: str name, u16 count
+u8    (optional, absent in older cookies) number of experiment memberships, then per
+      membership: str experiment, str arm, u32 salt tag, u8 flags (bit 0: exposure
+      counted), u8 number of goals, then per goal: str goal, f64 total counted so far
 ====  =====================================================================
 
 and ``tag`` is HMAC-SHA256(secret, "kairos-visitor\\0" || payload) truncated to 16 bytes
@@ -48,6 +51,32 @@ _U16 = struct.Struct(">H")
 _LIMITS = {"landing_page": 200, "stage": 40, "entry_source": 40, "entry_campaign": 64}
 _NAME_LIMIT = 40
 _OPTED_OUT_ID = "0" * 32
+_F64 = struct.Struct(">d")
+_MEMBER = struct.Struct(">IBB")
+MAX_MEMBERSHIPS = 16   # bounds the cookie; the oldest membership gives way to a new one
+MAX_GOALS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """One experiment a visitor was assigned to: the sticky arm and what was counted.
+
+    Deduplication lives here, not in Redis: an exposure is counted once (``exposed``), a
+    conversion once per goal, and ``goals`` keeps the per-visitor running total so that
+    revenue variances are computed over visitor totals.
+    """
+
+    experiment: str
+    arm: str
+    salt_tag: int          # CRC-32 of the salt the arm was drawn under; a new salt reassigns
+    exposed: bool = False
+    goals: tuple[tuple[str, float], ...] = ()
+
+    def total(self, goal: str) -> float | None:
+        for name, value in self.goals:
+            if name == goal:
+                return value
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +96,13 @@ class VisitorState:
     entry_campaign: str = ""
     interests: Counts = ()
     opted_out: bool = False
+    experiments: tuple[Membership, ...] = ()
+
+    def membership(self, experiment: str) -> Membership | None:
+        for member in self.experiments:
+            if member.experiment == experiment:
+                return member
+        return None
 
     @property
     def returning(self) -> bool:
@@ -123,13 +159,27 @@ def advance(
             state.visitor_id, state.first_seen, t, t, state.last_seen,
             min(state.visit_number + 1, 0xFFFFFFFF), 1, _clip(path, "landing_page"), reached,
             _clip(entry_source, "entry_source"), _clip(entry_campaign, "entry_campaign"),
-            counts, False,
+            counts, False, state.experiments,
         )
     # positional: dataclasses.replace() costs several µs on this path
     return VisitorState(
         state.visitor_id, state.first_seen, state.visit_start, max(state.last_seen, t),
         state.previous_visit_end, state.visit_number, min(state.visit_pages + 1, 0xFFFF),
         state.landing_page, reached, state.entry_source, state.entry_campaign, counts, False,
+        state.experiments,
+    )
+
+
+def with_membership(state: VisitorState, member: Membership) -> VisitorState:
+    """``state`` with ``member`` replacing any earlier one for the same experiment, newest
+    last; past :data:`MAX_MEMBERSHIPS` the oldest is forgotten."""
+    kept = tuple(m for m in state.experiments if m.experiment != member.experiment)
+    experiments = (*kept, member)[-MAX_MEMBERSHIPS:]
+    return VisitorState(
+        state.visitor_id, state.first_seen, state.visit_start, state.last_seen,
+        state.previous_visit_end, state.visit_number, state.visit_pages, state.landing_page,
+        state.stage, state.entry_source, state.entry_campaign, state.interests,
+        state.opted_out, experiments,
     )
 
 
@@ -155,6 +205,8 @@ def encode(state: VisitorState, secret: str | bytes) -> str:
     for name, count in interests:
         parts.append(_pack_str(_clip(name, None)))
         parts.append(_U16.pack(min(max(count, 0), 0xFFFF)))
+    if state.experiments:
+        parts.append(_pack_memberships(state.experiments[-MAX_MEMBERSHIPS:]))
     payload = b"".join(parts)
     raw = payload + _tag(_key(secret), payload)
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
@@ -212,13 +264,49 @@ def _parse(payload: bytes) -> VisitorState | None:
         (count,) = _U16.unpack_from(payload, at)
         at += 2
         interests.append((name, count))
+    memberships: tuple[Membership, ...] = ()
+    if at < len(payload):
+        memberships, at = _read_memberships(payload, at)
     if at != len(payload) or not first <= start <= last or number < 1:
         return None
     return VisitorState(
         visitor_id=vid.hex(), first_seen=first, visit_start=start, last_seen=last,
         previous_visit_end=previous, visit_number=number, visit_pages=pages,
-        interests=tuple(interests), opted_out=bool(flags & 1), **texts,
+        interests=tuple(interests), opted_out=bool(flags & 1), experiments=memberships,
+        **texts,
     )
+
+
+def _pack_memberships(members: tuple[Membership, ...]) -> bytes:
+    parts = [_U8.pack(len(members))]
+    for m in members:
+        goals = m.goals[:MAX_GOALS]
+        parts += [_pack_str(_clip(m.experiment, None)), _pack_str(_clip(m.arm, None)),
+                  _MEMBER.pack(m.salt_tag & 0xFFFFFFFF, 1 if m.exposed else 0, len(goals))]
+        for goal, total in goals:
+            parts += [_pack_str(_clip(goal, None)), _F64.pack(total)]
+    return b"".join(parts)
+
+
+def _read_memberships(payload: bytes, at: int) -> tuple[tuple[Membership, ...], int]:
+    (count,) = _U8.unpack_from(payload, at)
+    if count == 0:   # the encoder writes the section only when it has members
+        raise ValueError("empty membership section")
+    at += 1
+    members = []
+    for _ in range(count):
+        experiment, at = _read_str(payload, at)
+        arm, at = _read_str(payload, at)
+        salt_tag, flags, n_goals = _MEMBER.unpack_from(payload, at)
+        at += _MEMBER.size
+        goals = []
+        for _ in range(n_goals):
+            goal, at = _read_str(payload, at)
+            (total,) = _F64.unpack_from(payload, at)
+            at += _F64.size
+            goals.append((goal, total))
+        members.append(Membership(experiment, arm, salt_tag, bool(flags & 1), tuple(goals)))
+    return tuple(members), at
 
 
 def _read_str(data: bytes, at: int) -> tuple[str, int]:
