@@ -76,11 +76,15 @@ class Applied:
 
 def merge(commands: Iterable[tuple[Command, int]]) -> list[Command]:
     """Sum increments of the same counter (each weighted by how many events asked for it),
-    keep the longest EXPIRE per key, and put expiries last.
+    keep list pushes in order, one trim per list, the longest EXPIRE per key; expiries last.
 
-    Expiries go last because EXPIRE on a key that does not exist yet does nothing.
+    Expiries go last because EXPIRE on a key that does not exist yet does nothing. A push is
+    a fact, not a count: equal events pushing the same entry (two nodes publishing the same
+    weights at the same second) push it once.
     """
     sums: dict[tuple[str, str, Any], int | float] = {}
+    pushes: list[Command] = []
+    trims: dict[str, Command] = {}
     expires: dict[str, int] = {}
     for c, times in commands:
         if c.op == "EXPIRE":
@@ -89,10 +93,16 @@ def merge(commands: Iterable[tuple[Command, int]]) -> list[Command]:
             field = c.args[0] if OPS[c.op] == 2 else None
             k = (c.op, c.key, field)
             sums[k] = sums.get(k, 0) + c.args[-1] * times  # type: ignore[operator]
+        elif c.op == "RPUSH":
+            pushes.append(c)
+        elif c.op == "LTRIM":
+            trims[c.key] = c
         else:  # pragma: no cover - OPS and this function change together
             raise ValueError(f"merge: command {c.op} is not mergeable")
     out = [Command(op, key, (amount,) if field is None else (field, amount))
            for (op, key, field), amount in sums.items()]
+    out.extend(pushes)
+    out.extend(trims.values())
     out.extend(Command("EXPIRE", key, (ttl,)) for key, ttl in expires.items())
     return out
 

@@ -3,19 +3,30 @@
 Every key is ``<prefix>:{<tag>}:<name>[:<more>...]``. The ``{<tag>}`` part is a Redis Cluster
 hash tag: all keys of one tag live in one cluster slot, so a multi-key operation on them (the
 flusher's atomic script, a later MGET of one experiment's results) works in cluster mode too.
-Tags in use: ``{site}`` for site-wide counts, ``{exp:<experiment>}`` (planned) for everything
-about one experiment.
+Tags in use: ``{site}`` for site-wide counts, ``{exp:<experiment>}`` for everything about one
+experiment.
 
-``Keyspace.commands_for`` turns an event into the commands that count it. Only additive,
-idempotent-when-deduplicated commands are allowed (:data:`OPS`), which is what lets the flusher
-merge thousands of events into a few commands and replay a batch safely (see batch.py).
+``Keyspace.commands_for`` turns an event into the commands that count it. Only the commands
+in :data:`OPS` are allowed: additive ones, which the flusher merges (thousands of events
+become a few commands), plus ``RPUSH``/``LTRIM`` for the capped weight log. Exactly-once is the
+batch script's job (batch.py), so none of them needs to be idempotent.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 
-from proxy.store.events import Event, PageView
+from proxy.store.events import (
+    Conversion,
+    Event,
+    Exposure,
+    Guardrail,
+    PageView,
+    WeightChange,
+    period_id,
+)
 
 DEFAULT_PREFIX = "kairos"
 
@@ -27,13 +38,24 @@ COUNTER_TTL = 400 * 86_400
 # whose reply was lost is recognised when it is retried within this time (batch.py).
 APPLIED_MARKER_TTL = 86_400
 
+# Entries kept in an experiment's weight log: 10,000 bandit updates, 104 days at the default
+# cadence of 15 minutes, about 1 MB. Older changes fall off (KEYSPACE.md says what that does
+# to the sample-ratio check).
+WEIGHT_LOG_CAP = 10_000
+
 SITE_TAG = "site"
 
 # Commands a Command may carry, with how many arguments follow the key.
 OPS: dict[str, int] = {"INCRBY": 1, "HINCRBY": 2, "INCRBYFLOAT": 1, "HINCRBYFLOAT": 2,
-                       "EXPIRE": 1}
+                       "EXPIRE": 1, "RPUSH": 1, "LTRIM": 2}
 
-_FORBIDDEN = set("{}: \t\r\n")
+# Field name suffixes in the per-day hashes of an experiment: "<arm>:<suffix>" (arm ids never
+# contain ":", so these cannot collide with the plain "<arm>" field of the units hash).
+PERIOD_FIELD = "period:"   # units hash: "period:<period id>" -> units of all arms
+INVERSE_P = "inv_p"        # units hash: "<arm>:inv_p" -> sum of 1 / probability
+
+# Braces, colons and blanks; a regex because the flusher checks every name of every event.
+_FORBIDDEN = re.compile(r"[{}:\s]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +87,7 @@ def check_part(value: str, where: str) -> str:
     Braces would move the hash tag, colons would make two keys look alike
     (``a:b`` + ``c`` vs ``a`` + ``b:c``), blanks make keys hard to type in redis-cli.
     """
-    if not isinstance(value, str) or not value or _FORBIDDEN & set(value):
+    if not isinstance(value, str) or not value or _FORBIDDEN.search(value):
         raise ValueError(f"{where} = {value!r} cannot be part of a Redis key: it must be "
                          "non-empty without '{', '}', ':' or blanks")
     return value
@@ -102,8 +124,32 @@ class Keyspace:
         return self.key(tag, "applied", check_part(writer, "writer"))
 
     def experiment_tag(self, experiment: str) -> str:
-        """Hash tag shared by all keys of one experiment (for the event types to come)."""
+        """Hash tag shared by all keys of one experiment: one cluster slot per experiment."""
         return f"exp:{check_part(experiment, 'experiment')}"
+
+    def experiment_days(self, experiment: str) -> str:
+        """Hash day -> units (all arms) exposed that day; every event of the experiment adds
+        its day (conversions add 0), so it is the index of days the readers look at."""
+        return self.key(self.experiment_tag(experiment), "days")
+
+    def units(self, experiment: str, day: str) -> str:
+        """Hash "<arm>" -> visitors first exposed on ``day``, "<arm>:inv_p" -> sum of their
+        1 / probability, "period:<id>" -> visitors of all arms exposed in that weight period."""
+        return self.key(self.experiment_tag(experiment), "units", check_part(day, "day"))
+
+    def goal(self, experiment: str, goal: str, day: str) -> str:
+        """Hash "<arm>:n" conversions, "<arm>:sum" sum of values, "<arm>:sumsq" sum of the
+        squared-total deltas, of ``goal`` on ``day``."""
+        return self.key(self.experiment_tag(experiment), "goal", check_part(goal, "goal"),
+                        check_part(day, "day"))
+
+    def guardrails(self, experiment: str, day: str) -> str:
+        """Hash "<arm>:requests|latency_ms|latency_ms_sq|errors|bytes" on ``day``."""
+        return self.key(self.experiment_tag(experiment), "guardrails", check_part(day, "day"))
+
+    def weights(self, experiment: str) -> str:
+        """List of JSON weight changes, oldest first, capped at :data:`WEIGHT_LOG_CAP`."""
+        return self.key(self.experiment_tag(experiment), "weights")
 
     # -- events -> commands ---------------------------------------------------------------
 
@@ -112,5 +158,56 @@ class Keyspace:
         if isinstance(event, PageView):
             key = self.pageviews(event.day)
             return (Command("INCRBY", key, (1,)), Command("EXPIRE", key, (COUNTER_TTL,)))
+        if isinstance(event, Exposure):
+            return self._exposure(event)
+        if isinstance(event, Conversion):
+            key = self.goal(event.experiment, event.goal, event.day)
+            arm = check_part(event.arm, "arm")
+            return (Command("HINCRBY", key, (f"{arm}:n", 1)),
+                    Command("HINCRBYFLOAT", key, (f"{arm}:sum", float(event.value))),
+                    Command("HINCRBYFLOAT", key, (f"{arm}:sumsq", float(event.value_sq_delta))),
+                    *self._day_seen(event.experiment, event.day, 0),
+                    Command("EXPIRE", key, (COUNTER_TTL,)))
+        if isinstance(event, Guardrail):
+            return self._guardrail(event)
+        if isinstance(event, WeightChange):
+            return self._weight_change(event)
         raise ValueError(f"store: no Redis commands defined for event {event!r}; add a branch "
                          "in proxy/store/keys.py Keyspace.commands_for")
+
+    def _day_seen(self, experiment: str, day: str, units: int) -> tuple[Command, ...]:
+        key = self.experiment_days(experiment)
+        return (Command("HINCRBY", key, (day, units)), Command("EXPIRE", key, (COUNTER_TTL,)))
+
+    def _exposure(self, event: Exposure) -> tuple[Command, ...]:
+        key = self.units(event.experiment, event.day)
+        arm = check_part(event.arm, "arm")
+        out = [Command("HINCRBY", key, (arm, 1)),
+               Command("HINCRBYFLOAT", key, (f"{arm}:{INVERSE_P}", 1.0 / event.probability))]
+        if event.period:
+            out.append(Command("HINCRBY", key,
+                               (PERIOD_FIELD + check_part(event.period, "period"), 1)))
+        return (*out, *self._day_seen(event.experiment, event.day, 1),
+                Command("EXPIRE", key, (COUNTER_TTL,)))
+
+    def _guardrail(self, event: Guardrail) -> tuple[Command, ...]:
+        key = self.guardrails(event.experiment, event.day)
+        arm = check_part(event.arm, "arm")
+        latency = float(event.latency_ms)
+        return (Command("HINCRBY", key, (f"{arm}:requests", 1)),
+                Command("HINCRBYFLOAT", key, (f"{arm}:latency_ms", latency)),
+                Command("HINCRBYFLOAT", key, (f"{arm}:latency_ms_sq", latency * latency)),
+                Command("HINCRBY", key, (f"{arm}:errors", int(event.error))),
+                Command("HINCRBY", key, (f"{arm}:bytes", event.bytes)),
+                *self._day_seen(event.experiment, event.day, 0),
+                Command("EXPIRE", key, (COUNTER_TTL,)))
+
+    def _weight_change(self, event: WeightChange) -> tuple[Command, ...]:
+        key = self.weights(event.experiment)
+        for arm, _ in event.weights:
+            check_part(arm, "arm")
+        entry = json.dumps({"at": int(period_id(event.at)), "weights": dict(event.weights)},
+                           separators=(",", ":"))
+        return (Command("RPUSH", key, (entry,)),
+                Command("LTRIM", key, (-WEIGHT_LOG_CAP, -1)),
+                Command("EXPIRE", key, (COUNTER_TTL,)))
