@@ -39,6 +39,7 @@ class KairosApp:
         self.store: Store | None = None
         self.http: HttpProxy | None = None
         self.visitors: Visitors | None = None
+        self.results: Any = None   # ResultsEndpoints, built at start-up (it loads scipy)
         self.tasks: list[asyncio.Task[None]] = []
         self.websocket = WebSocketProxy(config)
         _, host, port = config.upstream_origin
@@ -50,6 +51,9 @@ class KairosApp:
         kind = scope["type"]
         if kind == "http":
             assert self.http is not None, "lifespan has not run"
+            if self.results is not None and self.results.handles(scope["path"]):
+                await self.results(scope, receive, send)
+                return
             if self.admin.handles(scope["path"]):
                 await self.admin(scope, receive, send)
                 return
@@ -91,9 +95,20 @@ class KairosApp:
         self.admin.routes.update(endpoints.routes)
         self.store = await Store.open(self.config.store, self.config.store.url)
         self.tasks.append(asyncio.create_task(self._refresh_signals()))
+        from .results.endpoints import ResultsEndpoints
+        self.results = ResultsEndpoints(self.store, self._experiment_definitions,
+                                        self.config.admin.token, self.config.admin.prefix)
         self.metrics.gauges["events_buffered"] = lambda: self.store.stats().buffered  # type: ignore[union-attr]
         self.metrics.gauges["events_dropped_total"] = lambda: self.store.stats().dropped  # type: ignore[union-attr]
         self.metrics.gauges["events_flushed_total"] = lambda: self.store.stats().flushed  # type: ignore[union-attr]
+
+    def _experiment_definitions(self) -> dict[str, Any]:
+        from .results.definitions import load_definitions
+        try:
+            return load_definitions(self.config.rules.folder)
+        except ValueError as exc:
+            log.warning("experiment definitions not loaded: %s", exc)
+            return {}
 
     async def _refresh_signals(self) -> None:
         """Keep a local copy of the outside signals; the request path only reads the copy."""

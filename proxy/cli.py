@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     explain_module.add_arguments(explain)
     explain.set_defaults(run=_explain)
 
+    results = commands.add_parser("results", help="experiment results: table, JSON or CSV")
+    from .results import cli as results_cli
+    results_cli.add_arguments(results)
+    results.set_defaults(run=results_cli.main_results)
+
     demo = commands.add_parser("demo", help="run the demo shop behind Kairos, all embedded")
     demo.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
     demo.add_argument("--host", default="127.0.0.1")
