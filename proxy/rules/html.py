@@ -1,0 +1,261 @@
+"""Slot rewriting: the only module that knows selectolax.
+
+lexbor (through selectolax) decides which elements a selector matches, exactly as a
+browser would; it is never asked to serialise the page, because that would normalise the
+origin's markup. Instead each matched element is located in the source text
+(:mod:`proxy.rules.scan`), its position cross-checked against lexbor's tree, and only the
+bytes of the changed slots are spliced. Anything that cannot be located with certainty is
+left alone and reported, so the rest of the page always goes out byte-identical (F6).
+"""
+
+from __future__ import annotations
+
+import functools
+import html as htmllib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
+
+from proxy.rules import scan
+from proxy.rules.edits import Edit, Op, compose, overlaps, splice
+from proxy.rules.extent import Extent, element_extent
+from proxy.rules.model import TAG_ACTIONS
+
+
+@functools.cache
+def _empty_document() -> LexborHTMLParser:
+    return LexborHTMLParser("<!doctype html><p>")  # for compiling selectors at load time
+
+
+def check_selector(selector: str) -> str | None:
+    """Why ``selector`` is not a usable CSS selector, or None when lexbor compiles it."""
+    if not selector.strip():
+        return "is empty"
+    if _unbalanced(selector):
+        return "has an unclosed bracket, parenthesis or quote"
+    try:
+        _empty_document().css(selector)
+    except SelectolaxError:
+        return "is not valid CSS selector syntax"
+    return None
+
+
+def _unbalanced(selector: str) -> bool:
+    """lexbor accepts ``a[href`` silently; an editor almost surely meant something else."""
+    depth: list[str] = []
+    quote = ""
+    for ch in selector:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[(":
+            depth.append("]" if ch == "[" else ")")
+        elif ch in "])" and (not depth or depth.pop() != ch):
+            return True
+    return bool(depth or quote)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRequest:
+    key: str  # who asks (a rule id), for the report
+    selector: str
+    ops: tuple[Op, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SlotResult:
+    key: str
+    selector: str
+    found: int  # elements the selector matched
+    changed: int  # elements actually changed
+    problems: tuple[str, ...] = ()  # why some matched elements were left alone
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    html: str | None  # None: nothing changed, send the original bytes
+    results: tuple[SlotResult, ...]
+
+
+def rewrite(source: str, requests: Sequence[SlotRequest]) -> Rewrite:
+    """Apply the requests in order (earlier ones win overlaps) and splice the changes."""
+    page = _Page(source)
+    accepted: list[Edit] = []
+    results = []
+    for request in requests:
+        nodes = page.select(request.selector)
+        changed = 0
+        problems: list[str] = []
+        for node in nodes:
+            edits = page.edits(node, request.ops)
+            if isinstance(edits, str):
+                problems.append(edits)
+            elif not edits:
+                continue  # e.g. removing a class the element does not have
+            elif any(overlaps(e, a) for e in edits for a in accepted):
+                problems.append(f"<{node.tag}> overlaps a change made by an earlier rule")
+            else:
+                accepted.extend(edits)
+                changed += 1
+        results.append(SlotResult(request.key, request.selector, len(nodes), changed,
+                                  tuple(problems)))
+    if not accepted:
+        return Rewrite(None, tuple(results))
+    return Rewrite(splice(source, accepted), tuple(results))
+
+
+class _Page:
+    """One parsed page; caches what several slots on it need."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.tree = LexborHTMLParser(source)
+        self._regions: list[tuple[int, int]] | None = None
+
+    def select(self, selector: str) -> list[LexborNode]:
+        return [n for n in self.tree.css(selector) if n.tag and not n.tag.startswith("-")]
+
+    @property
+    def regions(self) -> list[tuple[int, int]]:
+        if self._regions is None:
+            self._regions = scan.opaque_regions(self.source)
+        return self._regions
+
+    def edits(self, node: LexborNode, ops: tuple[Op, ...]) -> list[Edit] | str:
+        """The splices for ``ops`` on ``node``, or why it is left alone."""
+        tag = self.locate(node)
+        if isinstance(tag, str):
+            return tag
+        extent: Extent | None = None
+        if any(op.action not in TAG_ACTIONS for op in ops):
+            extent = self.extent(node, tag)
+            if isinstance(extent, str):
+                return extent
+        return compose(self.source, tag, extent, ops)
+
+    def locate(self, node: LexborNode) -> scan.StartTag | str:
+        """The element's start tag in the source, checked against lexbor's attributes."""
+        name = (node.tag or "").lower()  # lexbor keeps SVG's camelCase: clipPath
+        attrs = node.attributes
+        ident = attrs.get("id")
+        position = self._by_id(node, name, ident) if ident else None
+        if position is None:
+            position = self._by_ordinal(node, name)
+        tag = scan.start_tag_at(self.source, position) if position is not None else None
+        if tag is None or tag.name != name or not _same_attrs(tag, attrs):
+            return f"<{name}> could not be located in the page source"
+        return tag
+
+    def _by_id(self, node: LexborNode, name: str, ident: str) -> int | None:
+        """Slots usually have an id: find its text, then the start tag around it."""
+        hits = self._id_hits(name, ident, (f'id="{ident}"',), 1)  # the usual spelling
+        if len(hits) != 1:  # single quotes, no quotes, spaces, upper case: every occurrence
+            hits = self._id_hits(name, ident, (ident,), 0)
+        if len(hits) > 1:
+            hits = scan.outside(hits, self.regions)
+        if len(hits) == 1:
+            return hits[0]
+        twins = [n.mem_id for n in self.tree.tags(name) if n.attributes.get("id") == ident]
+        if len(twins) == len(hits) and node.mem_id in twins:
+            return hits[twins.index(node.mem_id)]
+        return None
+
+    def _id_hits(self, name: str, ident: str, needles: tuple[str, ...], quote: int
+                 ) -> list[int]:
+        """Start tags named ``name`` whose id attribute's value is where a needle ends."""
+        hits = []
+        for needle in needles:
+            pos = self.source.find(needle)
+            while pos >= 0:
+                value_at = pos + len(needle) - len(ident) - quote
+                lt = self.source.rfind("<", 0, pos)
+                tag = scan.start_tag_at(self.source, lt) if lt >= 0 else None
+                if tag is not None and tag.name == name and any(
+                        a.name == "id" and a.value_start == value_at - lt and a.value == ident
+                        for a in tag.attrs):
+                    hits.append(lt)
+                pos = self.source.find(needle, pos + 1)
+        return sorted(hits)
+
+    def _by_ordinal(self, node: LexborNode, name: str) -> int | None:
+        """The n-th <name> element of the tree is the n-th <name> start tag of the source,
+        when both have as many; else the one start tag with the same attributes."""
+        nodes = [n.mem_id for n in self.tree.tags(name)]
+        hits = scan.outside(scan.find_tag(self.source, name), self.regions)
+        if len(nodes) != len(hits):
+            hits = scan.outside(scan.find_tag_any_case(self.source, name), self.regions)
+        if len(nodes) != len(hits):  # "<p" inside attribute values: tokenize (slow, rare)
+            hits = scan.start_tags(self.source, name)
+        if len(nodes) == len(hits) and node.mem_id in nodes:
+            return hits[nodes.index(node.mem_id)]
+        attrs = node.attributes
+        same = [p for p in hits if (t := scan.start_tag_at(self.source, p)) is not None
+                and _same_attrs(t, attrs)]
+        return same[0] if len(same) == 1 else None
+
+    def extent(self, node: LexborNode, tag: scan.StartTag) -> Extent | str:
+        """Where the element ends, verified: lexbor must read the same element there."""
+        if tag.name in ("html", "head", "body"):
+            return f"the content of <{tag.name}> cannot be changed; target an element in it"
+        ancestors = set()
+        parent = node.parent
+        while parent is not None and parent.tag and not parent.tag.startswith("-"):
+            ancestors.add(parent.tag)
+            parent = parent.parent
+        names = frozenset(ancestors)
+        extent = element_extent(self.source, tag, names, budget=_BUDGET)
+        if extent is None:  # a big element: jump to its last descendant, scan from there
+            extent = element_extent(self.source, tag, names, self._resume(node, tag))
+        if extent is None:
+            return f"<{tag.name}> could not be delimited in the page source"
+        content = self.source[tag.end:extent.content_end]
+        if extent.has_end_tag and ("<" not in content or tag.name in scan.OPAQUE):
+            return extent  # text only between an explicit start and end tag: certain
+        context = node.parent.tag if node.parent is not None and node.parent.tag else "body"
+        space = "svg" if "svg" in ancestors else "math" if "math" in ancestors else "html"
+        if space != "html":
+            context = space  # lexbor knows no SVG/MathML tag but the root as a context
+        try:
+            fragment = LexborHTMLParser(self.source[tag.start:extent.end], is_fragment=True,
+                                        fragment_tag=context, fragment_namespace=space)
+        except ValueError:  # a context lexbor cannot parse fragments in (SVG and MathML)
+            fragment = None
+        if fragment is None or fragment.html != node.html:
+            return f"<{tag.name}> could not be delimited in the page source"
+        return extent
+
+    def _resume(self, node: LexborNode, tag: scan.StartTag
+                ) -> tuple[scan.StartTag, list[str]] | None:
+        """Where to resume scanning a big element: its last descendant element, located
+        like any slot (cheap), and the names of the elements open there."""
+        path: list[LexborNode] = []
+        current = node
+        while True:
+            child = current.last_child
+            while child is not None and not child.is_element_node:
+                child = child.prev
+            if child is None:
+                break
+            path.append(child)
+            current = child
+        if not path:
+            return None
+        last = self.locate(path[-1])
+        if isinstance(last, str) or last.start <= tag.end:
+            return None
+        return last, [(n.tag or "").lower() for n in path]
+
+
+_BUDGET = 300  # tags scanned inside an element before jumping to its last descendant
+_NEWLINES = re.compile(r"\r\n?")
+
+
+def _same_attrs(tag: scan.StartTag, attrs: dict[str, str | None]) -> bool:
+    seen: dict[str, str] = {}
+    for a in tag.attrs:
+        if a.name not in seen:
+            seen[a.name] = htmllib.unescape(_NEWLINES.sub("\n", a.value or ""))
+    return seen == {k.lower(): v or "" for k, v in attrs.items()}

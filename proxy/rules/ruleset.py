@@ -1,0 +1,105 @@
+"""The folder's rules as one immutable :class:`RuleSet`: ids unique across files, segment
+references resolved, and the page index built. Swapped whole on reload, so a request
+always sees one consistent set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from proxy.rules.conditions import count, resolve
+from proxy.rules.model import Node, Problem, Rule, RuleError, Segment
+from proxy.rules.pages import PageIndex
+from proxy.rules.parse import FileRules
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...]  # file order: file name, then position
+    segments: Mapping[str, Segment]
+    index: PageIndex = field(compare=False, repr=False)
+    disabled: tuple[str, ...] = ()  # ids of rules with enabled = false
+
+    def candidates(self, host: str, path: str) -> tuple[Rule, ...]:
+        return self.index.candidates(host, path)
+
+    def wants(self, host: str, path: str) -> bool:
+        return self.index.any(host, path)
+
+    def get(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)
+
+
+EMPTY = RuleSet((), MappingProxyType({}), PageIndex(()))
+
+
+def build(files: Sequence[FileRules]) -> tuple[RuleSet, tuple[RuleError, ...]]:
+    """One rule set from the parsed files, and the problems found across files."""
+    ordered = sorted(files, key=lambda f: f.name)
+    errors: list[RuleError] = []
+    segments = _segments(ordered, errors)
+    # segments with errors, by name: what depends on them says so, not "unknown segment"
+    broken = {e.segment: f"{e.file}:{e.line}" for f in ordered for e in f.errors if e.segment}
+    nodes: dict[str, Node] = {name: s.node for name, s in segments.items()}
+    good: dict[str, Segment] = {}
+    for name, segment in segments.items():
+        try:
+            good[name] = replace(segment, node=resolve(segment.node, nodes, (name,)))
+        except Problem as p:
+            errors.append(RuleError(segment.file, segment.line, _explain(p, broken, "segment"),
+                                    segment=name))
+            broken.setdefault(name, f"{segment.file}:{segment.line}")
+    usable = {name: nodes[name] for name in good}
+    rules: list[Rule] = []
+    owners: dict[str, Rule] = {}
+    for file in ordered:
+        for rule in file.rules:
+            first = owners.get(rule.id)
+            if first is not None:
+                errors.append(RuleError(rule.file, rule.line, f"id is already used by "
+                                        f"{first.where}; ids must be unique in the folder",
+                                        rule.id, "id"))
+                continue
+            owners[rule.id] = rule
+            resolved = _resolve(rule, usable, broken, errors)
+            if resolved is not None:
+                rules.append(resolved)
+    disabled = tuple(i for f in ordered for i in f.disabled)
+    ruleset = RuleSet(tuple(rules), MappingProxyType(good), PageIndex(rules), disabled)
+    return ruleset, tuple(errors)
+
+
+def _segments(files: Sequence[FileRules], errors: list[RuleError]) -> dict[str, Segment]:
+    found: dict[str, Segment] = {}
+    for file in files:
+        for segment in file.segments:
+            first = found.get(segment.name)
+            if first is not None:
+                errors.append(RuleError(segment.file, segment.line, f"is already defined at "
+                                        f"{first.file}:{first.line}", segment=segment.name))
+                continue
+            found[segment.name] = segment
+    return found
+
+
+def _resolve(rule: Rule, usable: Mapping[str, Node], broken: Mapping[str, str],
+             errors: list[RuleError]) -> Rule | None:
+    if rule.audience is None:
+        return rule
+    try:
+        audience = resolve(rule.audience, usable)
+    except Problem as p:
+        errors.append(RuleError(rule.file, rule.line, _explain(p, broken, "rule"), rule.id,
+                                "audience"))
+        return None
+    return replace(rule, audience=audience, specificity=count(audience))
+
+
+def _explain(problem: Problem, broken: Mapping[str, str], what: str) -> str:
+    name = problem.needle or ""
+    if name in broken:
+        return (f'segment "{name}" has errors (reported at {broken[name]}), so this {what} is '
+                "off until they are fixed")
+    return problem.message
