@@ -45,11 +45,13 @@ class UpstreamProbe:
 
 class Admin:
     def __init__(self, prefix: str, metrics: Metrics, probe: UpstreamProbe,
-                 store_status: Callable[[], dict[str, Any]]) -> None:
+                 store_status: Callable[[], dict[str, Any]],
+                 rules_status: Callable[[], dict[str, Any]] = dict) -> None:
         self.prefix = prefix
         self.metrics = metrics
         self.probe = probe
         self.store_status = store_status
+        self.rules_status = rules_status
         self.routes = {"health": self.health, "metrics": self.prometheus}
 
     def handles(self, path: str) -> bool:
@@ -73,6 +75,8 @@ class Admin:
             "status": "ok" if healthy else "degraded",
             "store": store,
             "upstream": {"state": self.probe.state, "detail": self.probe.detail},
+            # A broken rule file degrades nothing: its last good version stays in force.
+            "rules": self.rules_status(),
         }
         # 200 even when degraded: pages are still served; a 503 would make a load balancer
         # take every proxy out together when the shared Redis blinks.

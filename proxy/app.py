@@ -21,6 +21,8 @@ from .context.signals import parse_signal_hash
 from .http_proxy import HttpProxy
 from .metrics import Metrics
 from .page import PageTransform
+from .personalisation import Personalisation
+from .rules import RuleLibrary
 from .store import Store, StoreUnavailable
 from .store.events import PageView, utc_day
 from .upstream import Upstream
@@ -40,12 +42,13 @@ class KairosApp:
         self.http: HttpProxy | None = None
         self.visitors: Visitors | None = None
         self.results: Any = None   # ResultsEndpoints, built at start-up (it loads scipy)
+        self.library: RuleLibrary | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.websocket = WebSocketProxy(config)
         _, host, port = config.upstream_origin
         self.admin = Admin(config.admin.prefix, self.metrics,
                            UpstreamProbe(host, port, config.upstream.connect_timeout),
-                           self._store_status)
+                           self._store_status, self._rules_status)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -86,6 +89,10 @@ class KairosApp:
                 return
 
     async def startup(self) -> None:
+        if self.transform is None:
+            self.library = RuleLibrary.load(self.config.rules.folder)
+            self.transform = Personalisation(self.library)
+            self.tasks.append(asyncio.create_task(self.library.watch(1.0)))
         upstream = Upstream(self.config.upstream)
         self.visitors = Visitors.open(self.config)
         self.http = HttpProxy(self.config, upstream, self.metrics, self.transform,
@@ -133,6 +140,9 @@ class KairosApp:
             await self.store.close()
         if self.http is not None:
             await self.http.upstream.aclose()
+
+    def _rules_status(self) -> dict[str, Any]:
+        return self.library.status() if self.library is not None else {"state": "not loaded"}
 
     def _store_status(self) -> dict[str, Any]:
         if self.store is None:

@@ -24,6 +24,7 @@ from .config import Config, ConfigError
 
 log = logging.getLogger("kairos")
 
+BUNDLED_RULES = Path(__file__).resolve().parent.parent / "rules"  # the demo's example rules
 SERVE_FLAGS = {  # flag -> config key
     "upstream": "upstream.url", "host": "server.host", "port": "server.port",
     "workers": "server.workers", "rules": "rules.folder", "store": "store.url",
@@ -44,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:   # `kairos rules check | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     from . import explain as explain_module
     explain_module.add_arguments(explain)
     explain.set_defaults(run=_explain)
+
+    rules = commands.add_parser("rules", help="work with the rules folder")
+    rules_commands = rules.add_subparsers(required=True, metavar="ACTION")
+    check = rules_commands.add_parser(
+        "check", help="validate a rules folder; exits 1 on any error (for a rules repo's CI)")
+    check.add_argument("folder", nargs="?", help="rules folder (default: rules.folder)")
+    check.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
+    check.set_defaults(run=_rules_check)
 
     results = commands.add_parser("results", help="experiment results: table, JSON or CSV")
     from .results import cli as results_cli
@@ -144,6 +156,15 @@ def run_uvicorn(config: Config) -> None:
     )
 
 
+def _rules_check(args: argparse.Namespace) -> int:
+    from .rules import check_folder
+
+    folder = args.folder or config_module.load(args.config).rules.folder
+    report = check_folder(folder)
+    print(report.text)
+    return 0 if report.ok else 1
+
+
 def _explain(args: argparse.Namespace) -> int:
     from . import explain
 
@@ -167,6 +188,8 @@ def _demo(args: argparse.Namespace) -> int:
         overrides = {"upstream.url": f"http://127.0.0.1:{origin_port}",
                      "server.host": args.host, "server.port": args.port}
         config = config_module.load(args.config, overrides=overrides)
+        if not Path(config.rules.folder).is_dir():   # started outside the repository
+            config = config_module.replace(config, "rules.folder", str(BUNDLED_RULES))
         with embedded_store(config) as config:
             print(f"\n  Kairos demo: open http://{args.host}:{args.port}/ "
                   f"(origin on :{origin_port}, health at {config.admin.prefix}health)\n",

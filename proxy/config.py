@@ -30,6 +30,8 @@ ENV_PREFIX = "KAIROS_"
 RESOLVED_ENV = "KAIROS_RESOLVED_CONFIG"
 CONTEXT = "context"  # how `kairos serve` hands the config to its workers
 
+UPSTREAM_CLIENTS = ("aiohttp", "h1")   # see proxy/upstream.py for how they compare
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -50,6 +52,8 @@ class UpstreamConfig:
     # (nginx: 75 s, uvicorn: 5 s) so the proxy never reuses a socket the origin is closing.
     keepalive_expiry: float = 4.0
     max_connections: int = 512
+    # HTTP client to the origin: "aiohttp" or "h1" (Kairos's own, proxy/upstream_h1.py).
+    client: str = "aiohttp"
 
 
 @dataclass(frozen=True)
@@ -352,6 +356,8 @@ def _check(config: Config, origin: dict[tuple[str, str], str]) -> None:
             fail("upstream", key, "seconds, more than 0 and at most 3600")
     if not 1 <= config.upstream.max_connections <= 100_000:
         fail("upstream", "max_connections", "a number from 1 to 100000")
+    if config.upstream.client not in UPSTREAM_CLIENTS:
+        fail("upstream", "client", " or ".join(f'"{c}"' for c in UPSTREAM_CLIENTS))
     if not 0 <= config.server.port <= 65535:
         fail("server", "port", "a port number from 0 to 65535")
     if not 1 <= config.server.workers <= 256:

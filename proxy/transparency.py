@@ -77,7 +77,8 @@ def render_html(document: dict[str, Any], prefix: str) -> bytes:
         rules_html = "<p>No rule applies to this page.</p>"
     else:
         rules_html = "<ul>" + "".join(
-            f"<li><strong>{e(str(r.get('rule', '')))}</strong>: {e(str(r.get('outcome', '')))}"
+            f"<li><strong>{e(str(r.get('rule', '')))}</strong>: "
+            f"{e(str(r.get('verdict', '')).replace('_', ' '))}"
             f"{' – ' + e(str(r['reason'])) if r.get('reason') else ''}</li>" for r in rules
         ) + "</ul>"
     privacy = document["privacy"]

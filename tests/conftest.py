@@ -7,6 +7,7 @@ uvicorn proxy-header handling), so tests see what a visitor would see.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
@@ -23,6 +24,10 @@ from proxy.app import KairosApp, create_app
 from proxy.page import PageEdit, PageRequest
 
 from .upstream_server import Upstream
+
+# The whole suite runs against either upstream client: KAIROS_UPSTREAM_CLIENT=h1 pytest ...
+# (start_kairos builds its config with environ={}, so the variable is passed on here).
+UPSTREAM_CLIENT = os.environ.get("KAIROS_UPSTREAM_CLIENT", "aiohttp")
 
 
 @pytest.fixture(scope="session")
@@ -74,13 +79,21 @@ class RunningKairos:
         self.thread.join(10)
 
 
-def start_kairos(upstream_url: str, store_url: str, **overrides: object) -> RunningKairos:
+_DEFAULT = object()
+
+
+def start_kairos(upstream_url: str, store_url: str, transform: object = _DEFAULT,
+                 **overrides: object) -> RunningKairos:
+    """Kairos in a thread. ``transform`` defaults to the test stand-in ``MarkHeadline``;
+    pass None for the real thing: the rules folder of ``rules.folder``."""
     settings = {"upstream.url": upstream_url, "store.url": store_url,
                 "upstream.headers_deadline": 1.5, "upstream.read_timeout": 2.0,
                 "store.flush_interval": 0.05, "store.signals_interval": 0.1,
-                "cookies.secrets": ["test-secret-0123456789abcdef"], **overrides}
+                "cookies.secrets": ["test-secret-0123456789abcdef"],
+                "upstream.client": UPSTREAM_CLIENT, **overrides}
     config = config_module.load(None, environ={}, overrides=settings)
-    app = create_app(config, transform=MarkHeadline())
+    chosen = MarkHeadline() if transform is _DEFAULT else transform
+    app = create_app(config, transform=chosen)  # type: ignore[arg-type]
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -148,3 +161,7 @@ def header_lines(response: bytes, name: bytes) -> list[bytes]:
     head = response.partition(b"\r\n\r\n")[0]
     return [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")[1:]
             if line.split(b":", 1)[0].strip().lower() == name]
+
+
+def pytest_report_header() -> str:
+    return f"kairos upstream client: {UPSTREAM_CLIENT} (KAIROS_UPSTREAM_CLIENT)"

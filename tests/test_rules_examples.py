@@ -69,7 +69,7 @@ CASES = [
      "/", "#hero-teaser", "Rain in Berlin today? Our Storm shell keeps you dry"),
     ("christmas-banner", lambda: at("2025-12-10T14:00", "Europe/Berlin"), "/", "#promo-banner",
      "Gifts for the long way round: order by 20 December"),
-    ("christmas-greeting-2025", lambda: at("2025-12-25T14:00", "Asia/Tokyo"), "/cart",
+    ("christmas-greeting-2026", lambda: at("2026-12-25T14:00", "Asia/Tokyo"), "/cart",
      "#greeting", "Merry Christmas from everyone at Northwind Outfitters!"),
     ("abandoned-checkout", newcomer(history=["/products/", "/checkout"]), "/", "#promo-banner",
      "Still thinking it over? Your cart is saved: pick up where you left off."),
@@ -100,7 +100,7 @@ def test_every_shipped_rule_has_an_example_and_a_description(library: RuleLibrar
     assert all(r.description for r in library.ruleset.rules)
     readme = (RULES / "README.md").read_text(encoding="utf-8")
     assert shipped <= set(re.findall(r'id = "([^"]+)"', readme)) | {
-        "mobile-products-intro", "trailmag-partner", "christmas-greeting-2025",
+        "mobile-products-intro", "trailmag-partner", "christmas-greeting-2026",
         "order-thanks-returning"}
 
 

@@ -251,6 +251,31 @@ async def _big(request: Received, writer: asyncio.StreamWriter, up: Upstream) ->
     return True
 
 
+async def _peer(request: Received, writer: asyncio.StreamWriter, up: Upstream) -> bool:
+    """The client's port on this connection: tells a test which connection was used."""
+    port = str(writer.get_extra_info("peername")[1]).encode()
+    writer.write(_response("200 OK", [("Content-Type", "text/plain")], port))
+    await writer.drain()
+    return True
+
+
+async def _close_idle(request: Received, writer: asyncio.StreamWriter, up: Upstream) -> bool:
+    """/close-idle?s=0.3: answer with keep-alive, then close the connection after s seconds
+    without reading what came meanwhile, as an origin whose keep-alive timeout ran out."""
+    writer.write(_response("200 OK", [("Content-Type", "text/plain")], b"ok"))
+    await writer.drain()
+    await asyncio.sleep(float(request.target.split("=")[-1]) if "=" in request.target else 0)
+    return False
+
+
+async def _stall(request: Received, writer: asyncio.StreamWriter, up: Upstream) -> bool:
+    """Headers and part of the body, then silence: a read timeout mid-body."""
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+    await writer.drain()
+    await asyncio.sleep(3)
+    return False
+
+
 PAGE = ("<!doctype html><html><head><meta charset=\"{charset}\"><title>t</title></head>"
         "<body><h1>Hello</h1><p>Café crème</p></body></html>")
 
@@ -319,6 +344,12 @@ ROUTES: dict[str, Handler] = {
     "/early-hints": _raw(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
                          b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
                          b"\r\nhints", keep=True),
+    "/peer": _peer,
+    "/close-idle": _close_idle,
+    "/stall": _stall,
+    "/continue": _raw(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                      b"\r\nok", keep=True),
+    "/eof-body": _raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the close"),
     "/nodate": _raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", keep=True),
     "/badheader": _raw(b"HTTP/1.1 200 OK\r\nX-Bad: a\x7fb\r\nX-Good: yes\r\nContent-Length: 2"
                        b"\r\n\r\nok", keep=True),
