@@ -4,12 +4,18 @@ command line, offline (no proxy, no origin, no store)."""
 from __future__ import annotations
 
 import argparse
+import difflib
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import httpx
 
 from . import transparency
 from .client_ip import ClientAddress
 from .config import Config
+from .page import PageRequest
+from .rules import RuleLibrary, plan, render
 from .visitor import Visitors
 
 
@@ -23,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="any other request header (repeatable), e.g. 'Sec-GPC: 1'")
     parser.add_argument("--format", choices=("text", "json"), default="text")
+    page = parser.add_mutually_exclusive_group()
+    page.add_argument("--page", metavar="FILE",
+                      help="an HTML file: also show the diff the rules make to it")
+    page.add_argument("--fetch", action="store_true",
+                      help="fetch the page from upstream.url and show the diff the rules make")
+    parser.add_argument("--rules", help="rules folder (default: rules.folder)")
     parser.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
 
 
@@ -53,10 +65,46 @@ def run(args: argparse.Namespace, config: Config) -> str:
         recognition = visitors.recognise(scope, client, count_visit=False)
     finally:
         visitors.close()
-    document = transparency.explain(recognition.context, None)
+    context = recognition.context
+    library = RuleLibrary.load(args.rules or config.rules.folder, quiet=True)
+    page = PageRequest(method="GET", host=context.host, path=context.path, query=context.query,
+                       headers=tuple(scope["headers"]), context=context)
+    rules = [d.to_dict() for d in plan(library.ruleset, context, page).decisions]
+    document = transparency.explain(context, rules)
+    html = _page_html(args, config, context.path, context.query)
+    if html is not None:
+        rendered = render(library.ruleset, html, page)
+        new = rendered.edit.html if rendered.edit is not None else html
+        document["diff"] = slot_diff(html, new, context.path)
     if args.format == "json":
         return transparency.render_json(document).decode()
-    return render_text(document)
+    text = render_text(document)
+    errors = [str(e) for e in library.errors]
+    return text + ("\n\nrule errors:\n" + "\n".join(errors) if errors else "")
+
+
+def _page_html(args: argparse.Namespace, config: Config, path: str, query: str) -> str | None:
+    if args.page:
+        try:
+            return Path(args.page).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise ValueError(f"--page {args.page}: cannot read it: {exc.strerror}") from None
+    if not args.fetch:
+        return None
+    url = config.upstream.url.rstrip("/") + path + (f"?{query}" if query else "")
+    try:
+        response = httpx.get(url, headers={"Accept": "text/html"}, timeout=10)
+    except httpx.HTTPError as exc:
+        raise ValueError(f"--fetch: {url} could not be fetched: {exc}") from None
+    return response.text
+
+
+def slot_diff(before: str, after: str, name: str) -> str:
+    """A unified diff of the page before and after the rules ("" when nothing changed)."""
+    lines = difflib.unified_diff(before.splitlines(keepends=True),
+                                 after.splitlines(keepends=True),
+                                 fromfile=f"{name} (origin)", tofile=f"{name} (Kairos)", n=1)
+    return "".join(lines)
 
 
 def render_text(document: dict[str, Any]) -> str:
@@ -68,7 +116,12 @@ def render_text(document: dict[str, Any]) -> str:
     for name, value in document["context"].items():
         if value not in (None, "", [], {}):
             lines.append(f"{name:<{width}}  {value}")
-    rules = document["rules"]
-    lines += ["", "rules     " + ("none loaded" if rules is None else
-                                 f"{len(rules)} considered")]
+    lines += ["", "rules"]
+    for rule in document["rules"] or []:
+        reason = f" ({rule['reason']})" if rule.get("reason") else ""
+        lines.append(f"  {rule['verdict']:<16} {rule['rule']}  {rule['where']}{reason}")
+    if not document["rules"]:
+        lines.append("  none for this page")
+    if "diff" in document:
+        lines += ["", document["diff"] or "the rules change nothing on this page"]
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from proxy.cli import free_port
 from .upstream_server import Upstream
 
 KAIROS = [sys.executable, "-m", "proxy.cli"]
+REPO_RULES = Path(__file__).resolve().parent.parent / "rules"
 
 
 @contextlib.contextmanager
@@ -137,3 +138,40 @@ def test_demo_serves_the_shop_through_the_proxy(tmp_path: Path) -> None:
     assert page.status_code == 200
     assert 'id="hero-headline"' in page.text
     assert css.headers["content-type"].startswith("text/css")
+
+
+def test_explain_shows_rule_verdicts_and_the_slot_diff(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "mobile.toml").write_text(
+        '[[rule]]\nid = "mobile-cta"\npages = ["/"]\nslot = "#cta"\ntext = "Tap to shop"\n'
+        'audience = { "device.kind" = "mobile" }\n')
+    page = tmp_path / "home.html"
+    page.write_text('<!doctype html><html><body>\n<a id="cta" href="/p">Shop now</a>\n'
+                    "</body></html>\n")
+    iphone = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+              "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
+    base = [*KAIROS, "explain", "http://shop.test/", "--rules", str(rules), "--page", str(page)]
+    mobile = subprocess.run([*base, "--ua", iphone], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60)
+    desktop = subprocess.run([*base, "--ua", "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0"],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert mobile.returncode == 0, mobile.stderr
+    assert "applied          mobile-cta" in mobile.stdout
+    assert '-<a id="cta" href="/p">Shop now</a>' in mobile.stdout
+    assert '+<a id="cta" href="/p">Tap to shop</a>' in mobile.stdout
+    assert "out_of_audience  mobile-cta" in desktop.stdout
+    assert 'device.kind is "desktop", expected = "mobile"' in desktop.stdout
+    assert "the rules change nothing on this page" in desktop.stdout
+
+
+def test_rules_check_exits_non_zero_on_errors(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text('[[rule]]\nid = "x"\npages = ["/"]\nslot = "h1"\n'
+                                       'html = "<p>ok</p>"\naudence = {}\n')
+    result = subprocess.run([*KAIROS, "rules", "check", str(tmp_path)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert "bad.toml:" in result.stdout and "audence" in result.stdout
+    good = subprocess.run([*KAIROS, "rules", "check", str(REPO_RULES)], capture_output=True,
+                          text=True, timeout=60)
+    assert good.returncode == 0, good.stdout
