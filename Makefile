@@ -18,7 +18,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	./scripts/system-packages.sh nginx wrk
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/passthrough.py
+	$(BIN)/python bench/bench_context.py
+	$(BIN)/python bench/bench_rewrite.py
 
 $(STAMP): pyproject.toml
 	./scripts/ensure-venv.sh "$(PYTHON)" "$(VENV)"

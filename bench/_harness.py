@@ -126,29 +126,39 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = N
 # --------------------------------------------------------------------- processes
 
 
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-    """Stop a process we started (its whole process group), escalating to SIGKILL."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    """Stop a process we started: `sig` to it alone (so it can shut down its own
+    children in order, as nginx's master and `kairos serve` do), then SIGKILL to
+    its process group if it hangs, and SIGTERM to anything it left behind."""
+    if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)  # started with start_new_session: pgid == pid
 
 
 @contextlib.contextmanager
 def process(
-    argv: Sequence[str], *, log: Path | None = None, env: dict | None = None
+    argv: Sequence[str], *, log: Path | None = None, env: dict | None = None,
+    cpus: str | None = None, cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """Run argv in its own process group for the duration of the with-block."""
+    """Run argv in its own process group for the duration of the with-block.
+
+    cpus (e.g. "0" or "0,1") pins it and its children with taskset.
+    """
+    if cpus is not None:
+        argv = ["taskset", "-c", cpus, *argv]
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     try:
         proc = subprocess.Popen(
-            list(argv), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            list(argv), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+            cwd=cwd,
         )
         try:
             yield proc
@@ -175,7 +185,8 @@ def render_template(name: str, **values: object) -> str:
 
 @contextlib.contextmanager
 def nginx(
-    template: str, workdir: Path, *, port: int | None = None, **values: object
+    template: str, workdir: Path, *, port: int | None = None, cpus: str | None = None,
+    **values: object,
 ) -> Iterator[int]:
     """Start nginx (master + 1 worker, foreground) from a template; yield its port.
 
@@ -192,7 +203,7 @@ def nginx(
     conf.write_text(render_template(template, port=port, prefix=prefix, **values))
     argv = [NGINX_BIN, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log"),
             "-g", "daemon off;"]
-    with process(argv, log=prefix / "stdout.log") as proc:
+    with process(argv, log=prefix / "stdout.log", cpus=cpus) as proc:
         try:
             wait_port(port)
         except TimeoutError:

@@ -1,19 +1,27 @@
 """The connection to the origin: one long-lived client per worker, opened in the lifespan.
 
 Role: send a request with raw headers and a streamed body, hand back status, raw headers and
-the raw (still encoded) body chunks. Everything the HTTP library can raise is translated
-here, once, into :mod:`proxy.errors` (502/504), so the rest of the proxy never sees a
-library exception.
+the raw (still encoded) body chunks. Everything the HTTP library can raise is translated,
+once, into :mod:`proxy.errors` (502/504), so the rest of the proxy never sees a library
+exception.
 
-Why aiohttp and not httpx (the design card's choice): measured on this 2-core machine against
-one nginx origin (``bench/upstream_clients.py``, table in ``bench/README.md``), httpx's
-default transport served 230-630 requests/s with a p99 up to 3 s at concurrency 50, where
-aiohttp served 2,400-3,900 requests/s; httpx over the ``httpx-aiohttp`` transport
-reached only a third of aiohttp, and Kairos on httpx passed through 1-35% of nginx's
-throughput. Correctness traits a proxy needs are equal (raw compressed streaming, repeated
-headers kept in order, status and framing checks) except one: aiohttp takes header values as
-``str`` and writes UTF-8, so a request header with non-UTF-8 obs-text bytes is answered 400
-instead of being forwarded byte for byte (P11 allows either; never a 500).
+Two clients implement the interface below; ``upstream.client`` picks one:
+
+- ``"h1"`` (default), ``upstream_h1.py``: Kairos's own HTTP/1.1 client on asyncio + httptools.
+  Measured on the 2-core bench machine (``bench/README.md``, "Pass-through after
+  optimisation"): Kairos's CPU per 10 KB pass-through fell from ~500-640 µs on aiohttp to
+  ~250-340 µs, and its throughput at 10 KB, concurrency 10, rose 1.96-2.01x in three runs
+  (11-14 % of nginx to 23-27 %), and 1.2-2.3x in every other cell (10 KB-1 MB, concurrency
+  1-50). The decision rule: default to h1 only if the whole suite passes on both clients and
+  h1 is at least 1.5x faster at 10 KB, concurrency 10.
+- ``"aiohttp"``, this module: the previous client, kept as a fallback. Why aiohttp and not
+  httpx (the design card's choice): measured on the same machine against one nginx origin
+  (``bench/upstream_clients.py``), httpx's default transport served 230-630 requests/s with
+  a p99 up to 3 s at concurrency 50, where aiohttp served 2,400-3,900 requests/s; httpx
+  over the ``httpx-aiohttp`` transport reached only a third of aiohttp. aiohttp takes header
+  values as ``str`` and writes UTF-8, so a request header with non-UTF-8 obs-text bytes is
+  answered 400 instead of being forwarded byte for byte (P11 allows either; never a 500);
+  h1 answers the same 400 to keep the two alike.
 """
 
 from __future__ import annotations

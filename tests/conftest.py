@@ -25,9 +25,9 @@ from proxy.page import PageEdit, PageRequest
 
 from .upstream_server import Upstream
 
-# The whole suite runs against either upstream client: KAIROS_UPSTREAM_CLIENT=h1 pytest ...
+# The whole suite runs against either upstream client: KAIROS_UPSTREAM_CLIENT=aiohttp pytest
 # (start_kairos builds its config with environ={}, so the variable is passed on here).
-UPSTREAM_CLIENT = os.environ.get("KAIROS_UPSTREAM_CLIENT", "aiohttp")
+UPSTREAM_CLIENT = os.environ.get("KAIROS_UPSTREAM_CLIENT", config_module.UpstreamConfig.client)
 
 
 @pytest.fixture(scope="session")
