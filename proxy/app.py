@@ -127,13 +127,21 @@ class KairosApp:
             except StoreUnavailable as exc:
                 log.debug("signals not refreshed: %s", exc)   # keep the last good copy
             except Exception:
-                log.exception("signals refresh failed; keeping the last good copy")
+                if not _being_cancelled():
+                    log.exception("signals refresh failed; keeping the last good copy")
+            if _being_cancelled():
+                # redis-py may turn our cancellation into its own error; shutdown must still
+                # end this loop, so the request to cancel is honoured here.
+                return
             await asyncio.sleep(self.config.store.signals_interval)
 
     async def shutdown(self) -> None:
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.tasks:   # bounded: a background task must never hold up a shutdown
+            _, pending = await asyncio.wait(self.tasks, timeout=2.0)
+            for task in pending:
+                log.warning("background task %s did not stop within 2 s", task.get_coro())
         if self.visitors is not None:
             self.visitors.close()
         if self.store is not None:
@@ -151,6 +159,11 @@ class KairosApp:
         return {"state": stats.state, "buffered": stats.buffered, "dropped": stats.dropped,
                 "flushed": stats.flushed, "flush_errors": stats.flush_errors,
                 "last_error": stats.last_error}
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def create_app(config: Config, transform: PageTransform | None = None) -> KairosApp:

@@ -9,8 +9,9 @@
         ├── UpstreamProtocolError 502  invalid status, framing or headers from the origin
         └── UpstreamTimeout     504  no answer within the configured deadlines
 
-Library exceptions (httpx, sockets) are translated into these in one place,
-``proxy.upstream.translate_errors``.
+Library exceptions are translated into these at the upstream boundary, once per client:
+``proxy.upstream_h1`` (sockets and the httptools parser) and ``proxy.upstream``'s
+``translate_errors`` (aiohttp). Nothing past ``Upstream.send`` sees another exception type.
 """
 
 from __future__ import annotations
