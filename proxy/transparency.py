@@ -30,8 +30,13 @@ PRIVACY_TEXT = {
 }
 
 
-def explain(context: VisitorContext, rules: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """The ``kairos.why/1`` document for one request."""
+def explain(context: VisitorContext, rules: list[dict[str, Any]] | None,
+            experiments: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The ``kairos.why/1`` document for one request.
+
+    ``rules`` and ``experiments``: None when no engine for them is loaded, else one entry
+    per rule or experiment of this page with its verdict (or arm) and the named reason.
+    """
     return {
         "schema": SCHEMA,
         "page": {"host": context.host, "path": context.path, "query": context.query},
@@ -42,6 +47,7 @@ def explain(context: VisitorContext, rules: list[dict[str, Any]] | None) -> dict
         },
         "context": context.to_dict(),
         "rules": rules,   # None: no rules engine loaded; [] : none apply to this page
+        "experiments": experiments,
     }
 
 
@@ -81,6 +87,14 @@ def render_html(document: dict[str, Any], prefix: str) -> bytes:
             f"{e(str(r.get('verdict', '')).replace('_', ' '))}"
             f"{' – ' + e(str(r['reason'])) if r.get('reason') else ''}</li>" for r in rules
         ) + "</ul>"
+    experiments = document["experiments"]
+    if not experiments:
+        experiments_html = "<p>No experiment runs on this page.</p>"
+    else:
+        experiments_html = "<ul>" + "".join(
+            f"<li><strong>{e(str(x.get('experiment', '')))}</strong>: "
+            f"{e(str(x.get('arm') or x.get('reason', '')).replace('_', ' '))}</li>"
+            for x in experiments) + "</ul>"
     privacy = document["privacy"]
     allowed = privacy["profiling_allowed"]
     action = "opt-in" if not allowed else "opt-out"
@@ -107,6 +121,8 @@ background:#1f4d3a;color:#fff;cursor:pointer}}
 <form method="post" action="{e(prefix)}{action}"><button type="submit">{button}</button></form>
 <h2>Personalisation on this page</h2>
 {rules_html}
+<h2>Experiments on this page</h2>
+{experiments_html}
 <h2>What Kairos recognised about this request</h2>
 <p>Your IP address is used only in memory, to look up your country, and is never stored.</p>
 <table>{rows}</table>

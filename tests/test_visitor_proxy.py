@@ -172,7 +172,8 @@ def test_why_json_follows_the_documented_schema(kairos: RunningKairos) -> None:
     document = why(kairos, path="/products/?utm_medium=email&utm_campaign=autumn",
                    **{"Referer": "https://mail.google.com/"})
     assert document["schema"] == "kairos.why/1"
-    assert set(document) == {"schema", "page", "privacy", "context", "rules"}
+    assert set(document) == {"schema", "page", "privacy", "context", "rules", "experiments"}
+    assert document["experiments"] is None          # no experiment engine loaded yet
     assert document["page"]["path"] == "/products/"
     assert document["context"]["source.class"] == "email"
     assert document["context"]["source.campaign"] == "autumn"
