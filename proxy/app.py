@@ -26,7 +26,7 @@ from .rules import RuleLibrary
 from .store import Store, StoreUnavailable
 from .store.events import PageView, utc_day
 from .upstream import Upstream
-from .visitor import Visitors, is_page_view
+from .visitor import Visitors
 from .visitor_endpoints import VisitorEndpoints
 from .websocket_proxy import WebSocketProxy
 
@@ -60,8 +60,7 @@ class KairosApp:
             if self.admin.handles(scope["path"]):
                 await self.admin(scope, receive, send)
                 return
-            await self.http(scope, receive, send)
-            if is_page_view(scope):
+            if await self.http(scope, receive, send):
                 self._record()
         elif kind == "websocket":
             await self.websocket(scope, receive, send)

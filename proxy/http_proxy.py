@@ -73,13 +73,14 @@ class HttpProxy:
         self._old: set[_Exchange] = set()
         self._tick: asyncio.TimerHandle | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Relay one request; True when it was a page view (a document a browser asked for)."""
         if self.metrics.in_flight >= self.config.server.max_concurrent_requests:
             self.metrics.errors["overloaded"] += 1
             await self._send_error(send, 503, "Kairos is overloaded, retry shortly.",
                                    [(b"retry-after",
                                      str(self.config.server.retry_after_seconds).encode())])
-            return
+            return False
         self.metrics.in_flight += 1
         exchange = _Exchange(self, scope, receive, send)
         self._young.add(exchange)
@@ -91,6 +92,7 @@ class HttpProxy:
             self.metrics.in_flight -= 1
             self._young.discard(exchange)
             self._old.discard(exchange)
+        return exchange.page_view
 
     def _on_tick(self) -> None:
         """Exchanges that lived through a whole tick get their disconnect watcher (P30)."""
@@ -123,6 +125,7 @@ class _Exchange:
         self.finishing = False
         self.disconnected = False
         self.body_done = False       # the request body is read: receive() is free for P30
+        self.page_view = is_page_view(scope)   # decided once: profiling and counting use it
         self.set_cookie: bytes | None = None
         self.task: asyncio.Task[Any] | None = None
         self.watcher: asyncio.Task[None] | None = None
@@ -178,7 +181,7 @@ class _Exchange:
         client = client_ip.resolve(peer, scope.get("scheme", "http"), headers, proxy.trusted)
         public_host = client.host or host
         recognition = None
-        if proxy.visitors is not None and is_page_view(scope):
+        if proxy.visitors is not None and self.page_view:
             recognition = proxy.visitors.recognise(scope, client,
                                                    count_visit=self.method == "GET")
         self.set_cookie = recognition.set_cookie if recognition else None

@@ -254,3 +254,25 @@ def test_kairos_explain_rejects_a_bad_header_clearly() -> None:
                             timeout=60)
     assert result.returncode == 2
     assert "--header 'no colon here' is not valid: expected 'Name: value'" in result.stderr
+
+
+def test_page_views_are_counted_in_the_store_and_assets_are_not(
+        kairos: RunningKairos, valkey: ValkeyServer) -> None:
+    from proxy.store.events import utc_day
+    key = f"kairos:{{site}}:pageviews:{utc_day()}"
+    client = redis.Redis(host="127.0.0.1", port=valkey.port)
+    try:
+        def count() -> int:
+            return int(client.get(key) or 0)
+
+        before = count()
+        httpx.get(kairos.url + "/echo", headers=PAGE)
+        httpx.get(kairos.url + "/echo", headers={"Accept": "text/css", "User-Agent": CHROME})
+        deadline = time.monotonic() + 3
+        while count() < before + 1:
+            assert time.monotonic() < deadline, "the page view was not counted"
+            time.sleep(0.05)
+        time.sleep(0.3)   # several flush intervals: the stylesheet must not arrive late
+        assert count() == before + 1
+    finally:
+        client.close()
