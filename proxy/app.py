@@ -14,10 +14,14 @@ import os
 import time
 from typing import Any
 
+from . import client_ip
 from . import config as config_module
 from .admin import Admin, UpstreamProbe
+from .bandit_loop import BanditLoop
 from .config import Config
 from .context.signals import parse_signal_hash
+from .experimentation import Experimentation, Weights
+from .goal_events import GoalEndpoints
 from .http_proxy import HttpProxy
 from .metrics import Metrics
 from .page import PageTransform
@@ -31,6 +35,7 @@ from .visitor_endpoints import VisitorEndpoints
 from .websocket_proxy import WebSocketProxy
 
 log = logging.getLogger("kairos")
+NO_WEIGHTS = Weights()
 
 
 class KairosApp:
@@ -43,6 +48,8 @@ class KairosApp:
         self.visitors: Visitors | None = None
         self.results: Any = None   # ResultsEndpoints, built at start-up (it loads scipy)
         self.library: RuleLibrary | None = None
+        self.experiments: Experimentation | None = None
+        self.bandits: BanditLoop | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.websocket = WebSocketProxy(config)
         _, host, port = config.upstream_origin
@@ -71,6 +78,15 @@ class KairosApp:
         if self.store is not None:
             self.store.record(PageView(day=utc_day()))
 
+    def _record_event(self, event: Any) -> None:
+        if self.store is not None:
+            self.store.record(event)
+
+    def _weights(self) -> Weights:
+        if self.bandits is None:
+            return NO_WEIGHTS
+        return Weights(self.bandits.weights, self.bandits.periods)
+
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
             message = await receive()
@@ -88,18 +104,41 @@ class KairosApp:
                 return
 
     async def startup(self) -> None:
-        if self.transform is None:
-            self.library = RuleLibrary.load(self.config.rules.folder)
-            self.transform = Personalisation(self.library)
-            self.tasks.append(asyncio.create_task(self.library.watch(1.0)))
-        upstream = Upstream(self.config.upstream)
+        prefix = self.config.admin.prefix
         self.visitors = Visitors.open(self.config)
+        if self.transform is None:
+            library = self.library = RuleLibrary.load(self.config.rules.folder)
+            self.transform = Personalisation(library, f"{prefix}goals.js", f"{prefix}event")
+            self.tasks.append(asyncio.create_task(library.watch(1.0)))
+            settings = self.config.experiments
+            self.experiments = Experimentation(
+                lambda: library.ruleset, self.visitors.secrets, holdout=settings.holdout,
+                beacon_ttl=settings.beacon_ttl_seconds, weights=self._weights)
+        upstream = Upstream(self.config.upstream)
         self.http = HttpProxy(self.config, upstream, self.metrics, self.transform,
-                              self.visitors)
-        endpoints = VisitorEndpoints(self.visitors, self.http.trusted, self.config.admin.prefix,
-                                     self.transform)
+                              self.visitors, self.experiments, self._record_event)
+        endpoints = VisitorEndpoints(self.visitors, self.http.trusted, prefix,
+                                     self.transform, self.experiments)
         self.admin.routes.update(endpoints.routes)
+        if self.experiments is not None:
+            trusted = self.http.trusted
+
+            def scheme_of(scope: dict[str, Any]) -> str:
+                peer = (scope.get("client") or ("0.0.0.0", 0))[0]
+                return client_ip.resolve(peer, scope.get("scheme", "http"), scope["headers"],
+                                         trusted).scheme
+
+            goals = GoalEndpoints(self.visitors, self.experiments, self.metrics,
+                                  self._record_event, scheme_of)
+            self.admin.routes.update(goals.routes)
         self.store = await Store.open(self.config.store, self.config.store.url)
+        if self.experiments is not None:
+            experiments = self.experiments
+            self.bandits = BanditLoop(
+                self.store, lambda: {i: d.experiment for i, d in
+                                     experiments.definitions.items()},
+                interval=self.config.experiments.bandit_interval)
+            self.tasks.append(asyncio.create_task(self.bandits.run()))
         self.tasks.append(asyncio.create_task(self._refresh_signals()))
         from .results.endpoints import ResultsEndpoints
         self.results = ResultsEndpoints(self.store, self._experiment_definitions,
@@ -109,6 +148,8 @@ class KairosApp:
         self.metrics.gauges["events_flushed_total"] = lambda: self.store.stats().flushed  # type: ignore[union-attr]
 
     def _experiment_definitions(self) -> dict[str, Any]:
+        if self.experiments is not None:   # the running rule set: hot-reloaded, validated
+            return {i: d.experiment for i, d in self.experiments.definitions.items()}
         from .results.definitions import load_definitions
         try:
             return load_definitions(self.config.rules.folder)

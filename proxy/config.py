@@ -119,6 +119,16 @@ class RulesConfig:
     folder: str = "rules"
 
 
+@dataclass(frozen=True)
+class ExperimentsConfig:
+    # Share of visitors (0..1) who see no experiment and no personalisation at all.
+    holdout: float = 0.0
+    # How long a page's conversion-beacon token stays valid.
+    beacon_ttl_seconds: int = 86_400
+    # How often each worker reads published bandit weights and offers to recompute them.
+    bandit_interval: float = 5.0
+
+
 def _default_context() -> ContextSettings:
     return parse_settings({}, "")
 
@@ -132,6 +142,7 @@ class Config:
     cookies: CookiesConfig = field(default_factory=CookiesConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
     # [context] is nested (tables of stages, ranges, sources), so the visitor-context
     # package validates it itself; the raw table travels along for the worker processes.
     context: ContextSettings = field(default_factory=_default_context, compare=False)
@@ -148,6 +159,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "upstream": UpstreamConfig, "server": ServerConfig, "limits": LimitsConfig,
     "store": StoreConfig, "cookies": CookiesConfig, "admin": AdminConfig, "rules": RulesConfig,
+    "experiments": ExperimentsConfig,
 }
 
 
@@ -395,6 +407,12 @@ def _check(config: Config, origin: dict[tuple[str, str], str]) -> None:
     prefix = config.admin.prefix
     if not (prefix.startswith("/") and prefix.endswith("/") and len(prefix) > 2):
         fail("admin", "prefix", 'a path that starts and ends with "/", such as "/_kairos/"')
+    if not 0.0 <= config.experiments.holdout <= 1.0:
+        fail("experiments", "holdout", "a share from 0 to 1 (0.05 keeps 5% out)")
+    if not 60 <= config.experiments.beacon_ttl_seconds <= 30 * 86_400:
+        fail("experiments", "beacon_ttl_seconds", "seconds from 60 to 2592000 (30 days)")
+    if not 0 < config.experiments.bandit_interval <= 3600:
+        fail("experiments", "bandit_interval", "seconds, more than 0 and at most 3600")
 
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from . import client_ip, codings, page
 from .config import Config
 from .errors import BadRequest, MethodNotAllowed, ProxyError, UpstreamError
+from .experiment_runtime import GoalHit
+from .experimentation import NOTHING, PREVIEW_PARAM, Experimentation, PageExperiments
+from .goal_events import EVENT_HEADER, parse_event_header
 from .headers import (
     ForwardingFacts,
     HeaderError,
@@ -29,6 +32,7 @@ from .headers import (
 )
 from .metrics import Metrics
 from .responses import http_date, respond
+from .store.events import Guardrail, utc_day
 from .upstream import Upstream, UpstreamRequest, UpstreamResponse
 from .visitor import Visitors, is_page_view
 
@@ -58,12 +62,16 @@ class HttpProxy:
         metrics: Metrics,
         transform: page.PageTransform | None = None,
         visitors: Visitors | None = None,
+        experiments: Experimentation | None = None,
+        record: Callable[[Any], None] | None = None,
     ) -> None:
         self.config = config
         self.upstream = upstream
         self.metrics = metrics
         self.transform = transform
         self.visitors = visitors
+        self.experiments = experiments
+        self.record = record   # the store's buffer: never awaited (Redis off the request path)
         self.trusted = client_ip.TrustedNetworks(config.server.trusted_proxies)
         self.via = f"1.1 {config.server.via_name}".encode()
         self.origin = config.upstream_origin   # parsed once, compared on every redirect
@@ -127,6 +135,14 @@ class _Exchange:
         self.body_done = False       # the request body is read: receive() is free for P30
         self.page_view = is_page_view(scope)   # decided once: profiling and counting use it
         self.set_cookie: bytes | None = None
+        self.base_cookie: bytes | None = None   # the cookie without this request's counts
+        self.scheme = "http"
+        self.cookie_state: Any = None           # the visitor state the cookie will hold
+        self.decided: PageExperiments = NOTHING
+        self.pending: tuple[Any, ...] = ()      # counted once the response starts (< 500)
+        self.upstream_ms = 0.0
+        self.sent_bytes = 0
+        self.status = 0
         self.task: asyncio.Task[Any] | None = None
         self.watcher: asyncio.Task[None] | None = None
 
@@ -149,10 +165,13 @@ class _Exchange:
             else:
                 log.info("%s %s -> %d: %s", self.method, self.scope["path"], exc.status,
                          exc.detail)
+                self.status = exc.status
                 await self.proxy._send_error(self.send, exc.status, _public_message(exc))
         finally:
             if self.watcher is not None:
                 self.watcher.cancel()
+            if self.decided.outcomes:
+                self._guardrails()
 
     def start_watcher(self) -> None:
         assert self.task is not None
@@ -184,13 +203,25 @@ class _Exchange:
         if proxy.visitors is not None and self.page_view:
             recognition = proxy.visitors.recognise(scope, client,
                                                    count_visit=self.method == "GET")
-        self.set_cookie = recognition.set_cookie if recognition else None
+        self.set_cookie = self.base_cookie = recognition.set_cookie if recognition else None
+        self.scheme = client.scheme
+        host_text = public_host.decode("latin-1")
+        query = scope.get("query_string", b"")
+        if recognition is not None:
+            self.cookie_state = recognition.context.cookie_state
+            if proxy.experiments is not None and self.method == "GET":
+                self._decide_experiments(recognition.context, host_text,
+                                         query.decode("latin-1"))
+                if self.decided.redirect is not None:
+                    await self._redirect(self.decided.redirect, query)
+                    return
         request = None   # built only when a transform may want the page
         if proxy.transform is not None and self.method == "GET":
             request = page.PageRequest(
-                method=self.method, host=public_host.decode("latin-1"), path=scope["path"],
-                query=scope.get("query_string", b"").decode("latin-1"), headers=tuple(headers),
+                method=self.method, host=host_text, path=scope["path"],
+                query=query.decode("latin-1"), headers=tuple(headers),
                 context=recognition.context if recognition else None,
+                experiments=self.decided,
             )
             wants_page = proxy.transform.wants(request)
         else:
@@ -200,14 +231,19 @@ class _Exchange:
         up_headers = upstream_request_headers(headers, facts, strip_conditional=wants_page)
         body, length = self._request_body(headers)
         target = scope.get("raw_path") or scope["path"].encode()
-        if qs := scope.get("query_string"):
-            target = target + b"?" + qs
+        if query:
+            if PREVIEW_PARAM.encode() in query:   # the origin never sees preview tokens
+                query = without_param(query, PREVIEW_PARAM.encode())
+            if query:
+                target = target + b"?" + query
         t0 = time.perf_counter()
         response = await proxy.upstream.send(UpstreamRequest(
             method=self.method, target=target, headers=up_headers, body=body,
             content_length=length,
         ))
-        proxy.metrics.upstream_latency.observe(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        self.upstream_ms = elapsed * 1000.0
+        proxy.metrics.upstream_latency.observe(elapsed)
         try:
             out = self._response_headers(response, client.scheme, public_host)
             if request is not None and wants_page and page.may_rewrite(
@@ -217,6 +253,70 @@ class _Exchange:
                 await self._stream(response, out)
         finally:
             await response.aclose()
+
+    def _decide_experiments(self, context: Any, host: str, query: str) -> None:
+        proxy = self.proxy
+        assert proxy.experiments is not None and proxy.visitors is not None
+        try:
+            decided = proxy.experiments.on_page(context, host, self.scope["path"], query,
+                                                time.time())
+        except Exception:   # F5: an experiment bug must never cost the visitor the page
+            proxy.metrics.errors["experiments_failed"] += 1
+            log.exception("experiments of %s failed; page served without them",
+                          self.scope["path"])
+            return
+        self.decided = decided
+        self.pending = decided.events
+        if decided.state is not None and decided.state is not context.cookie_state \
+                and self.base_cookie is not None:
+            self.cookie_state = decided.state
+            self.set_cookie = proxy.visitors.cookie_for(decided.state, self.scheme)
+
+    async def _redirect(self, target: str, query: bytes) -> None:
+        """A split-URL arm: 302 to the file's target, keeping the visitor's query (S7)."""
+        kept = without_param(query, PREVIEW_PARAM.encode()).decode("latin-1")
+        location = target if not kept else target + ("&" if "?" in target else "?") + kept
+        headers: RawHeaders = [(b"location", location.encode("latin-1")),
+                               (b"cache-control", b"private, no-store"),
+                               (b"content-length", b"0"), (b"date", http_date())]
+        if self.set_cookie is not None:
+            headers.append((b"set-cookie", self.set_cookie))
+        await self._start(302, headers)
+        await self._finish()
+
+    def _guardrails(self) -> None:
+        """What each arm shown on this page cost the site (latency, errors, bytes)."""
+        record = self.proxy.record
+        if record is None or not self.status:
+            return
+        day = utc_day()
+        for outcome in self.decided.outcomes:
+            if outcome.arm is not None and outcome.reason == "":
+                record(Guardrail(outcome.experiment, outcome.arm, day,
+                                 round(self.upstream_ms, 3), self.status >= 500,
+                                 self.sent_bytes))
+
+    def _origin_events(self, values: list[bytes]) -> None:
+        """Goals the origin reported in ``Kairos-Event`` for this visitor (a purchase, a
+        sign-up): converted with the visitor's cookie like a beacon, never trusted from the
+        visitor (the header is removed from what the visitor sends and receives)."""
+        proxy = self.proxy
+        if proxy.experiments is None or proxy.visitors is None:
+            return
+        hits = parse_event_header(values)
+        state = self.cookie_state
+        if state is None and not self.page_view:
+            state = proxy.visitors.state_of(self.scope["headers"])
+        if not hits or state is None or state.opted_out:
+            return
+        state, events, reason = proxy.experiments.hits(
+            state, (GoalHit(h.kind, h.name, h.value) for h in hits), time.time())
+        if reason:
+            proxy.metrics.errors[f"origin_event_{reason}"] += 1
+            return
+        self.pending = (*self.pending, *events)
+        self.cookie_state = state
+        self.set_cookie = proxy.visitors.cookie_for(state, self.scheme)
 
     def _request_body(self, headers: RawHeaders) -> tuple[AsyncIterator[bytes] | None, int | None]:
         """(stream, Content-Length): no body at all unless the client framed one (P13)."""
@@ -252,6 +352,13 @@ class _Exchange:
                                   scheme.encode() + b"://" + public_host)
         if first(out, b"date") is None:  # exactly one Date (P10); uvicorn adds none
             out.append((b"date", http_date()))
+        if first(out, EVENT_HEADER) is not None:
+            values = [v for n, v in out if n == EVENT_HEADER]
+            out = [(n, v) for n, v in out if n != EVENT_HEADER]
+            if response.status < 500:
+                self._origin_events(values)
+        if response.status >= 500:   # nothing shown, nothing counted
+            self.set_cookie, self.pending = self.base_cookie, ()
         if self.set_cookie is not None:
             out = make_private(out)
             out.append((b"set-cookie", self.set_cookie))   # its own line (P9)
@@ -259,6 +366,11 @@ class _Exchange:
 
     async def _start(self, status: int, headers: RawHeaders) -> None:
         self.started = True
+        self.status = status
+        if self.pending and self.proxy.record is not None:
+            for event in self.pending:
+                self.proxy.record(event)
+            self.pending = ()
         self.proxy.metrics.count_response(status)
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
 
@@ -272,6 +384,7 @@ class _Exchange:
             await self._finish()
             return
         async for chunk in response.chunks():
+            self.sent_bytes += len(chunk)
             await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
         await self._finish()
 
@@ -306,9 +419,11 @@ class _Exchange:
         body = b"".join(chunks)
         result = self._rewrite(body, headers, request)
         if result is None:
+            self.sent_bytes = len(body)
             await self._start(response.status, headers)
             await self._finish(body)
         else:
+            self.sent_bytes = len(result.body)
             await self._start(response.status, result.headers)
             await self._finish(result.body)
 
@@ -325,6 +440,11 @@ class _Exchange:
             self.proxy.metrics.errors["rewrite_failed"] += 1
             log.exception("rewrite of %s failed; original page served", request.path)
         return None
+
+
+def without_param(query: bytes, name: bytes) -> bytes:
+    """``query`` without the ``name=...`` pairs, everything else byte for byte."""
+    return b"&".join(p for p in query.split(b"&") if p.split(b"=", 1)[0] != name)
 
 
 def _public_message(exc: ProxyError) -> str:

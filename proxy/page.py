@@ -29,6 +29,7 @@ class PageRequest:
     query: str
     headers: tuple[tuple[bytes, bytes], ...]
     context: object = None   # the visitor context, once the context module supplies it
+    experiments: object = None   # proxy.experimentation.PageExperiments of this page view
 
 
 @dataclass(frozen=True)

@@ -1,39 +1,70 @@
-"""The page transform of a running Kairos: the editors' rules, for visitors who allow them.
+"""The page transform of a running Kairos: the editors' rules and the experiments' arms, for
+visitors who allow them.
 
 Everything that decides what a page becomes meets here, behind the ``PageTransform``
-protocol of :mod:`proxy.page`: the rules engine today, experiment arms next to it. A visitor
-who objected to personalisation gets the site's default content (the origin's bytes).
+protocol of :mod:`proxy.page`. The experiments are decided before the upstream request
+(:mod:`proxy.experimentation`, they may redirect and they set the cookie); their arms reach
+this transform as rules that outrank every editor's rule. A visitor who objected to
+personalisation, or who is in the global holdout, gets the site's default content (the
+origin's bytes), except for the goals script that counts the conversions of experiments
+they are already in.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from . import goals_script
+from .experimentation import NOTHING, PageExperiments
 from .page import PageEdit, PageRequest
-from .rules import RuleLibrary, RulesTransform, plan
+from .rules import RuleLibrary, RulesTransform, plan, render
 
 
 class Personalisation:
-    def __init__(self, library: RuleLibrary) -> None:
+    def __init__(self, library: RuleLibrary, script_src: str = "/_kairos/goals.js",
+                 event_url: str = "/_kairos/event") -> None:
         self.library = library
         self.rules = RulesTransform(library)
+        self.script_src = script_src
+        self.event_url = event_url
 
     def wants(self, page: PageRequest) -> bool:
-        return self.rules.wants(page)
+        return self.rules.wants(page) or _experiments(page).changes_page
 
     def apply(self, html: str, page: PageRequest) -> PageEdit | None:
-        if _objected(page):
-            return None
-        return self.rules.apply(html, page)
+        decided = _experiments(page)
+        edit = None
+        if not _objected(page) and not decided.holdout:
+            edit = render(self.library.ruleset, html, page, decided.arm_rules).edit
+            if edit is not None and decided.arm_rules:
+                edit = replace(edit, personalised=True)   # the arm depends on the visitor
+        if decided.script is None:
+            return edit
+        base = edit.html if edit is not None else html
+        injected = goals_script.inject(base, self.script_src, self.event_url, decided.script,
+                                       decided.click_selectors)
+        if injected is None:
+            return edit
+        variant = f"{edit.variant};goals" if edit is not None else "goals"
+        return PageEdit(injected, variant, personalised=True)
 
     def describe(self, page: PageRequest) -> list[dict[str, Any]]:
         """For /why: every rule of this page, with its verdict and the reason."""
-        decisions = [d.to_dict() for d in plan(self.library.ruleset, page.context, page)
-                     .decisions]
-        if _objected(page):
+        decided = _experiments(page)
+        decisions = [d.to_dict() for d in plan(self.library.ruleset, page.context, page,
+                                               decided.arm_rules).decisions]
+        if _objected(page) or decided.holdout:
+            reason = ("you opted out" if _objected(page)
+                      else "you are in the holdout group that sees the site unpersonalised")
             for decision in decisions:
-                decision["verdict"], decision["reason"] = "not_applied", "you opted out"
+                decision["verdict"], decision["reason"] = "not_applied", reason
         return decisions
+
+
+def _experiments(page: PageRequest) -> PageExperiments:
+    decided = page.experiments
+    return decided if isinstance(decided, PageExperiments) else NOTHING
 
 
 def _objected(page: PageRequest) -> bool:

@@ -93,7 +93,8 @@ def render_html(document: dict[str, Any], prefix: str) -> bytes:
     else:
         experiments_html = "<ul>" + "".join(
             f"<li><strong>{e(str(x.get('experiment', '')))}</strong>: "
-            f"{e(str(x.get('arm') or x.get('reason', '')).replace('_', ' '))}</li>"
+            + (f"arm <strong>{e(str(x['arm']))}</strong>" if x.get("arm") else "not in it")
+            + (f" – {e(str(x['reason']))}" if x.get("reason") else "") + "</li>"
             for x in experiments) + "</ul>"
     privacy = document["privacy"]
     allowed = privacy["profiling_allowed"]

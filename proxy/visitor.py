@@ -69,6 +69,19 @@ class Visitors:
         return Recognition(context, self._cookie(identity.encode(cookie, self.secrets[0]),
                                                  client.scheme))
 
+    def cookie_for(self, state: identity.VisitorState, scheme: str) -> bytes:
+        """The Set-Cookie value that stores ``state`` (e.g. after experiment decisions)."""
+        return self._cookie(identity.encode(state, self.secrets[0]), scheme)
+
+    def state_of(self, headers: list[tuple[bytes, bytes]], now: float | None = None
+                 ) -> identity.VisitorState | None:
+        """The visitor cookie of a request, decoded and verified, not advanced: for requests
+        that are not page views (a beacon, a form post whose answer reports a goal)."""
+        cookie = b"; ".join(v for n, v in headers if n == b"cookie").decode("latin-1")
+        return identity.decode(identity.read_cookie(cookie, self.cookie_name), self.secrets,
+                               time.time() if now is None else now,
+                               max_age_days=self.config.cookies.max_age_days)
+
     def opt_out_cookie(self, scheme: str, now: float | None = None) -> bytes:
         """The cookie that remembers only the objection: no id, no history (S11)."""
         state = identity.opt_out(time.time() if now is None else now)

@@ -6,9 +6,11 @@ object at any time. They never cache (``no-store``) and never reach the origin.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import client_ip, transparency
+from .experimentation import Experimentation
 from .page import PageRequest, PageTransform
 from .responses import respond
 from .visitor import Visitors
@@ -16,11 +18,13 @@ from .visitor import Visitors
 
 class VisitorEndpoints:
     def __init__(self, visitors: Visitors, trusted: client_ip.TrustedNetworks, prefix: str,
-                 transform: PageTransform | None) -> None:
+                 transform: PageTransform | None, experiments: Experimentation | None = None
+                 ) -> None:
         self.visitors = visitors
         self.trusted = trusted
         self.prefix = prefix
         self.transform = transform
+        self.experiments = experiments
 
     @property
     def routes(self) -> dict[str, Any]:
@@ -36,21 +40,30 @@ class VisitorEndpoints:
         page_scope = {**scope, "path": path, "query_string": query.encode("latin-1")}
         recognition = self.visitors.recognise(page_scope, self._client(scope),
                                               count_visit=False)
-        rules = self._describe(recognition.context, page_scope)
-        document = transparency.explain(recognition.context, rules)
+        context = recognition.context
+        decided, experiments = None, None
+        if self.experiments is not None:
+            now = time.time()
+            decided = self.experiments.on_page(context, context.host, context.path,
+                                               context.query, now)
+            experiments = self.experiments.describe(context, context.host, context.path,
+                                                    context.query, now)
+        rules = self._describe(context, page_scope, decided)
+        document = transparency.explain(context, rules, experiments)
         if fmt == "json":
             await respond(send, 200, b"application/json", transparency.render_json(document))
         else:
             await respond(send, 200, b"text/html; charset=utf-8",
                           transparency.render_html(document, self.prefix))
 
-    def _describe(self, context: Any, scope: dict[str, Any]) -> list[dict[str, Any]] | None:
+    def _describe(self, context: Any, scope: dict[str, Any], decided: Any
+                  ) -> list[dict[str, Any]] | None:
         describe = getattr(self.transform, "describe", None)
         if describe is None:
             return None
         page = PageRequest(method="GET", host=context.host, path=context.path,
                            query=context.query, headers=tuple(scope["headers"]),
-                           context=context)
+                           context=context, experiments=decided)
         result: list[dict[str, Any]] = describe(page)
         return result
 

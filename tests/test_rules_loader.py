@@ -172,13 +172,32 @@ def test_watch_reloads_in_the_background(tmp_path: Path) -> None:
     assert '<p id="greeting" data-slot="greeting">after!</p>' in asyncio.run(scenario())
 
 
-def test_experiment_tables_are_kept_for_the_experiments(tmp_path: Path) -> None:
-    write(tmp_path / "hero.toml", '[[experiment]]\nid = "hero"\nsalt = "hero.v1"\n' + rule("a"))
+HERO_EXPERIMENT = """
+[[experiment]]
+id = "hero"
+salt = "hero.v1"
+pages = ["/"]
+goals = [{ id = "signup", kind = "page", url = "/thanks", primary = true }]
+[[experiment.arms]]
+id = "control"
+weight = 0.5
+[[experiment.arms]]
+id = "bold"
+weight = 0.5
+slot = "#hero"
+html = "<b>Bold</b>"
+"""
+
+
+def test_experiments_load_and_keep_their_last_good_version(tmp_path: Path) -> None:
+    write(tmp_path / "hero.toml", HERO_EXPERIMENT + rule("a"))
     library = RuleLibrary.load(tmp_path)
     assert (ids(library), library.errors) == (["a"], ())
-    assert library.experiment_tables() == [
-        (f"{tmp_path / 'hero.toml'}: experiment[0]", {"id": "hero", "salt": "hero.v1"})]
+    (hero,) = library.ruleset.experiments
+    assert (hero.id, hero.experiment.salt, [a.arm for a in hero.arms]) == (
+        "hero", "hero.v1", ["control", "bold"])
+    assert hero.arm_rule("control") is None and hero.arm_rule("bold").slots == ("#hero",)
     version = library.version
     write(tmp_path / "hero.toml", "[[experiment]\n")  # broken: the last good version stays
     assert library.reload() is True and library.version == version + 1
-    assert library.experiment_tables()[0][1]["id"] == "hero"
+    assert library.ruleset.experiments[0].id == "hero"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,9 +56,11 @@ class RulesTransform:
         return render(self.ruleset, html, page).edit
 
 
-def render(ruleset: RuleSet, html: str, page: PageRequest) -> Rendered:
-    """Plan for ``page.context`` and apply the winning rules to ``html``."""
-    decided = plan(ruleset, page.context, page)
+def render(ruleset: RuleSet, html: str, page: PageRequest, arms: Sequence[Rule] = ()
+           ) -> Rendered:
+    """Plan for ``page.context`` and apply the winning rules (and experiment ``arms``)
+    to ``html``."""
+    decided = plan(ruleset, page.context, page, arms)
     rules = decided.applied
     if not rules or not any(_may_occur(s, html) for r in rules for s in r.slots):
         return Rendered(decided, None)

@@ -14,10 +14,19 @@ class FileLines:
         self.lines = text.splitlines()
         self.headers = [i + 1 for i, line in enumerate(self.lines)
                         if re.match(r"\s*\[\[\s*rule\s*\]\]", line)]
+        self.experiment_headers = [i + 1 for i, line in enumerate(self.lines)
+                                   if re.match(r"\s*\[\[\s*experiment\s*\]\]", line)]
 
     def rule_line(self, position: int, rid: str | None) -> int:
         """The line of the rule's ``id = "..."``, else of its ``[[rule]]`` header."""
-        header = self.headers[position] if position < len(self.headers) else 1
+        return self._id_line(self.headers, position, rid)
+
+    def experiment_line(self, position: int, eid: str | None) -> int:
+        """The line of the experiment's ``id = "..."``, else of its ``[[experiment]]``."""
+        return self._id_line(self.experiment_headers, position, eid)
+
+    def _id_line(self, headers: list[int], position: int, rid: str | None) -> int:
+        header = headers[position] if position < len(headers) else 1
         if rid is not None:
             pattern = re.compile(r"\s*id\s*=\s*[\"']" + re.escape(rid) + r"[\"']")
             for i in range(header - 1, len(self.lines)):

@@ -161,17 +161,10 @@ class RuleLibrary:
             except Exception:  # a bug here must not stop hot reloading for good
                 log.exception("rules: reload of %s failed", self.folder)
 
-    def experiment_tables(self) -> list[tuple[str, Any]]:
-        """Every ``[[experiment]]`` table of the folder as ("file: experiment[i]", table),
-        files in name order, with the same last-good-version guarantee as the rules; for
-        :func:`experiments.model.parse_experiment`."""
-        return [(f"{state.parsed.display}: experiment[{i}]", table)
-                for _, state in sorted(self._files.items()) if state.parsed is not None
-                for i, table in enumerate(state.parsed.experiments)]
-
     def status(self) -> dict[str, Any]:
         """For a status endpoint: what is loaded and what is wrong."""
         return {"folder": str(self.folder), "version": self.version,
                 "loaded_at": self.loaded_at, "rules": len(self._ruleset.rules),
-                "segments": len(self._ruleset.segments), "files": sorted(self._files),
+                "segments": len(self._ruleset.segments),
+                "experiments": len(self._ruleset.experiments), "files": sorted(self._files),
                 "errors": [str(e) for e in self._errors]}

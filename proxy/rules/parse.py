@@ -18,6 +18,7 @@ from typing import Any
 from proxy.rules import placeholders
 from proxy.rules.attributes import did_you_mean
 from proxy.rules.conditions import parse_audience
+from proxy.rules.experiments import ExperimentDef, parse_experiments
 from proxy.rules.html import check_selector
 from proxy.rules.lines import FileLines
 from proxy.rules.model import (
@@ -34,7 +35,7 @@ from proxy.rules.pages import parse_pages
 from proxy.rules.schedule import parse_schedule
 
 MAX_FILE_BYTES = 1 << 20
-TOP_LEVEL = ("rule", "segment", "experiment")  # [[experiment]] is parsed by experiments/
+TOP_LEVEL = ("rule", "segment", "experiment")
 RULE_KEYS = ("id", "description", "pages", "pages_regex", "hosts", "priority", "enabled",
              "audience", "schedule", "change", "slot", "action", "html", "text", "attribute",
              "value", "class")
@@ -65,7 +66,7 @@ class FileRules:
     segments: tuple[Segment, ...]
     errors: tuple[RuleError, ...]
     disabled: tuple[str, ...] = ()  # ids of rules with enabled = false
-    experiments: tuple[Any, ...] = ()  # raw [[experiment]] tables, for experiments.model
+    experiments: tuple[ExperimentDef, ...] = ()  # valid [[experiment]]s, audience unresolved
 
 
 def parse_file(data: bytes, name: str, display: str) -> FileRules:
@@ -93,10 +94,10 @@ def parse_file(data: bytes, name: str, display: str) -> FileRules:
                                     "[segment.<name>] and [[experiment]] tables"))
     rules, disabled = _rules(raw.get("rule", []), display, name, lines, errors)
     segments = _segments(raw.get("segment", {}), display, lines, errors)
-    experiments = raw.get("experiment", [])
+    experiments = parse_experiments(raw.get("experiment", []), display, name, lines, errors,
+                                    _changes)
     return FileRules(name, display, tuple(rules), tuple(segments), tuple(errors),
-                     tuple(disabled),
-                     tuple(experiments) if isinstance(experiments, list) else (experiments,))
+                     tuple(disabled), tuple(experiments))
 
 
 def _rules(items: Any, display: str, name: str, lines: FileLines, errors: list[RuleError]

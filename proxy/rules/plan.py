@@ -11,11 +11,12 @@ taken by a higher-ranked rule it loses, so a rule's changes never show half-appl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from proxy.rules import matching, schedule
+from proxy.rules.experiments import ARM_PRIORITY
 from proxy.rules.model import Rule
 from proxy.rules.ruleset import RuleSet
 
@@ -75,11 +76,12 @@ def rank(rule: Rule) -> tuple[int, int, tuple[str, int]]:
     return (-rule.priority, -rule.specificity, rule.order)
 
 
-def plan(ruleset: RuleSet, context: Any, page: Any) -> Plan:
+def plan(ruleset: RuleSet, context: Any, page: Any, arms: Sequence[Rule] = ()) -> Plan:
     """Decide for every rule whose pages match ``page`` (anything with ``host`` and
-    ``path``, e.g. a :class:`proxy.page.PageRequest`)."""
+    ``path``, e.g. a :class:`proxy.page.PageRequest`). ``arms`` are the slot changes of
+    the visitor's experiment arms, already decided: they outrank every rule."""
     get = getter(context)
-    eligible: list[Rule] = []
+    eligible: list[Rule] = list(arms)
     skipped: list[Decision] = []
     for rule in ruleset.candidates(page.host, page.path):
         reason = matching.evaluate(rule.audience, get) if rule.audience is not None else None
@@ -107,6 +109,8 @@ def plan(ruleset: RuleSet, context: Any, page: Any) -> Plan:
 
 
 def why_first(winner: Rule, loser: Rule) -> str:
+    if winner.priority >= ARM_PRIORITY:
+        return f"an experiment arm: {winner.description}"
     if winner.priority != loser.priority:
         return f"priority {winner.priority} > {loser.priority}"
     if winner.specificity != loser.specificity:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from proxy.rules.conditions import count, resolve
+from proxy.rules.experiments import ExperimentDef
 from proxy.rules.model import Node, Problem, Rule, RuleError, Segment
 from proxy.rules.pages import PageIndex
 from proxy.rules.parse import FileRules
@@ -21,6 +22,18 @@ class RuleSet:
     segments: Mapping[str, Segment]
     index: PageIndex = field(compare=False, repr=False)
     disabled: tuple[str, ...] = ()  # ids of rules with enabled = false
+    experiments: tuple[ExperimentDef, ...] = ()  # file order, audiences resolved
+    experiment_index: PageIndex = field(default_factory=lambda: PageIndex(()), compare=False,
+                                        repr=False)
+
+    def experiments_on(self, host: str, path: str) -> tuple[ExperimentDef, ...]:
+        """The experiments whose pages match, in file order."""
+        if not self.experiments:
+            return ()
+        return self.experiment_index.candidates(host, path)  # type: ignore[return-value]
+
+    def experiment(self, experiment_id: str) -> ExperimentDef | None:
+        return next((e for e in self.experiments if e.id == experiment_id), None)
 
     def candidates(self, host: str, path: str) -> tuple[Rule, ...]:
         return self.index.candidates(host, path)
@@ -67,8 +80,38 @@ def build(files: Sequence[FileRules]) -> tuple[RuleSet, tuple[RuleError, ...]]:
             if resolved is not None:
                 rules.append(resolved)
     disabled = tuple(i for f in ordered for i in f.disabled)
-    ruleset = RuleSet(tuple(rules), MappingProxyType(good), PageIndex(rules), disabled)
+    experiments = _experiments(ordered, usable, broken, errors)
+    ruleset = RuleSet(tuple(rules), MappingProxyType(good), PageIndex(rules), disabled,
+                      experiments, PageIndex(experiments))  # type: ignore[arg-type]
     return ruleset, tuple(errors)
+
+
+def _experiments(files: Sequence[FileRules], usable: Mapping[str, Node],
+                 broken: Mapping[str, str], errors: list[RuleError]
+                 ) -> tuple[ExperimentDef, ...]:
+    """Experiment ids unique in the folder, audiences with their segments resolved."""
+    out: list[ExperimentDef] = []
+    owners: dict[str, ExperimentDef] = {}
+    for file in files:
+        for definition in file.experiments:
+            first = owners.get(definition.id)
+            if first is not None:
+                errors.append(RuleError(definition.file, definition.line,
+                                        f'experiment "{definition.id}": id is already used by '
+                                        f"{first.where}; ids must be unique in the folder"))
+                continue
+            owners[definition.id] = definition
+            if definition.audience is not None:
+                try:
+                    definition = replace(definition,
+                                         audience=resolve(definition.audience, usable))
+                except Problem as p:
+                    errors.append(RuleError(definition.file, definition.line,
+                                            f'experiment "{definition.id}": audience: '
+                                            + _explain(p, broken, "experiment")))
+                    continue
+            out.append(definition)
+    return tuple(out)
 
 
 def _segments(files: Sequence[FileRules], errors: list[RuleError]) -> dict[str, Segment]:

@@ -151,6 +151,11 @@ class Keyspace:
         """List of JSON weight changes, oldest first, capped at :data:`WEIGHT_LOG_CAP`."""
         return self.key(self.experiment_tag(experiment), "weights")
 
+    def bandit_lock(self, experiment: str) -> str:
+        """String: the token of the node that recomputes the experiment's bandit weights,
+        set with ``SET NX PX`` for one cadence and never released (proxy/bandit_loop.py)."""
+        return self.key(self.experiment_tag(experiment), "bandit-lock")
+
     # -- events -> commands ---------------------------------------------------------------
 
     def commands_for(self, event: Event) -> tuple[Command, ...]:

@@ -1,0 +1,54 @@
+"""The goals script tag: where it goes in a page, and the bytes of the script itself.
+
+Clicks and custom events happen in the browser, so for visitors in an experiment with such
+goals Kairos adds one ``<script src>`` tag before ``</body>``. The script is served by
+Kairos from the site's own origin (``/_kairos/goals.js``), which a ``script-src 'self'``
+policy allows; when the page's scripts carry a CSP nonce, the tag gets the same nonce, which
+a nonce-based policy requires. Its configuration travels in ``data-`` attributes, escaped,
+so no inline script is needed. Pure, except for reading the script file once.
+"""
+
+from __future__ import annotations
+
+import html as html_module
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+SCRIPT_FILE = Path(__file__).parent / "static" / "goals.js"
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+_NONCE = re.compile(r"<script\b[^>]*?\snonce\s*=\s*[\"']?([A-Za-z0-9+/=_-]{1,200})", re.I)
+MARKER = "data-kairos-goals"
+
+
+@cache
+def script_bytes() -> bytes:
+    return SCRIPT_FILE.read_bytes()
+
+
+def tag(src: str, endpoint: str, token: str, selectors: tuple[str, ...], nonce: str | None
+        ) -> str:
+    attrs = [("src", src), ("async", None), (MARKER, None), ("data-endpoint", endpoint),
+             ("data-token", token), ("data-clicks", json.dumps(list(selectors)))]
+    if nonce:
+        attrs.append(("nonce", nonce))
+    rendered = "".join(f" {name}" if value is None
+                       else f' {name}="{html_module.escape(value, quote=True)}"'
+                       for name, value in attrs)
+    return f"<script{rendered}></script>"
+
+
+def inject(page: str, src: str, endpoint: str, token: str, selectors: tuple[str, ...]
+           ) -> str | None:
+    """The page with the goals tag before its last ``</body>`` (or at the end); None when
+    the tag is already there (a page served twice through Kairos)."""
+    if MARKER in page:
+        return None
+    found = _NONCE.search(page)
+    snippet = tag(src, endpoint, token, selectors, found.group(1) if found else None)
+    ends = list(_BODY_END.finditer(page))
+    if not ends:
+        return page + snippet
+    at = ends[-1].start()
+    return page[:at] + snippet + page[at:]
