@@ -164,7 +164,7 @@ class Experimentation:
         if state is not None and not is_bot and not state.opted_out:
             selectors, needs_script = self._script_goals(state)
             if needs_script:
-                token = self.beacon_token(state.visitor_id, now)
+                token = self.beacon_token(state, now)
         return PageExperiments(outcomes, tuple(arm_rules), redirect, state, tuple(events),
                                holdout, token, selectors)
 
@@ -212,8 +212,12 @@ class Experimentation:
 
     # -- tokens -------------------------------------------------------------------------
 
-    def beacon_token(self, visitor_id: str, now: float) -> str:
-        return signing.sign(self.secrets[0], BEACON_PURPOSE, (visitor_id, str(int(now))),
+    def beacon_token(self, state: VisitorState, now: float) -> str:
+        """One token per page view (visit and page number in it): the replay check
+        remembers a token per goal target, so each view may report each goal once."""
+        view = f"{state.visit_number}.{state.visit_pages}"
+        return signing.sign(self.secrets[0], BEACON_PURPOSE, (state.visitor_id, view,
+                                                              str(int(now))),
                             int(now) + self.beacon_ttl)
 
     def check_beacon(self, token: Any, visitor_id: str, now: float, target: str) -> str:
@@ -222,7 +226,7 @@ class Experimentation:
         fields = signing.verify(self.secrets, BEACON_PURPOSE, token, now)
         if isinstance(fields, str):
             return fields
-        if len(fields) != 2:
+        if len(fields) != 3:
             return "malformed"
         if fields[0] != visitor_id:
             return "other_visitor"

@@ -17,6 +17,7 @@ import threading
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import unquote_plus
 
 import brotli
 import zstandard
@@ -289,16 +290,22 @@ _ENCODERS = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compr
 
 
 async def _html(request: Received, writer: asyncio.StreamWriter, up: Upstream) -> bool:
-    """/html?enc=gzip&charset=windows-1252&cc=no-transform&status=206&ct=..."""
+    """/html?enc=gzip&charset=windows-1252&cc=no-transform&status=206&ct=...
+    &event=<Kairos-Event header value, URL-encoded>&nonce=<CSP nonce of an inline script>"""
     query = dict(p.split("=", 1) for p in request.target.partition("?")[2].split("&") if "=" in p)
     charset = query.get("charset", "utf-8")
     body = page_bytes(charset)
+    if "nonce" in query:
+        body = body.replace(b"</body>", f'<script nonce="{query["nonce"]}">var n = 1;</script>'
+                            "</body>".encode())
     enc = query.get("enc", "identity")
     headers = [("Content-Type", query.get("ct", f"text/html; charset={charset}")
                 .replace("+", " ")),
                ("ETag", '"abc123"'), ("Content-MD5", "Q2hlY2sgSW50ZWdyaXR5IQ=="),
                ("Cache-Control", query.get("cc", "public, max-age=60").replace("+", " ")),
                ("Date", "Sun, 22 Nov 2026 10:00:00 GMT"), ("Server", "test-origin")]
+    if "event" in query:
+        headers.append(("Kairos-Event", unquote_plus(query["event"])))
     if enc != "identity":
         headers.append(("Content-Encoding", enc))
         headers.append(("Vary", "Accept-Encoding"))
