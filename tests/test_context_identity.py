@@ -270,3 +270,14 @@ def test_experiment_memberships_round_trip_and_survive_page_views() -> None:
     assert later.experiments[-1].experiment == f"e{MAX_MEMBERSHIPS + 2}"
     assert later.membership("hero") is None       # the oldest gave way
     assert len(identity.encode(later, "k" * 32)) < 1200
+
+
+def test_memberships_keep_names_of_the_longest_valid_length() -> None:
+    """Experiment, arm and goal names may be 64 characters: a clipped name would never match
+    its experiment again, and the visitor would be exposed (and counted) on every page."""
+    name = "e" * 64
+    state = identity.with_membership(
+        identity.advance(None, NOW, "/", SETTINGS),
+        identity.Membership(name, "a" * 64, 7, True, (("g" * 64, 1.0),)))
+    back = identity.decode(identity.encode(state, KEY), (KEY,), NOW)
+    assert back is not None and back.membership(name) == state.membership(name)

@@ -49,6 +49,9 @@ _HEAD = struct.Struct(">BB16sIIIIIH")
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _LIMITS = {"landing_page": 200, "stage": 40, "entry_source": 40, "entry_campaign": 64}
+# Experiment, arm and goal names are at most 64 characters (experiments.model); clipping one
+# would make it miss its experiment, and the visitor would be counted on every page.
+_MEMBER_NAME_LIMIT = 64
 _NAME_LIMIT = 40
 _OPTED_OUT_ID = "0" * 32
 _F64 = struct.Struct(">d")
@@ -281,10 +284,10 @@ def _pack_memberships(members: tuple[Membership, ...]) -> bytes:
     parts = [_U8.pack(len(members))]
     for m in members:
         goals = m.goals[:MAX_GOALS]
-        parts += [_pack_str(_clip(m.experiment, None)), _pack_str(_clip(m.arm, None)),
+        parts += [_pack_str(_clip_name(m.experiment)), _pack_str(_clip_name(m.arm)),
                   _MEMBER.pack(m.salt_tag & 0xFFFFFFFF, 1 if m.exposed else 0, len(goals))]
         for goal, total in goals:
-            parts += [_pack_str(_clip(goal, None)), _F64.pack(total)]
+            parts += [_pack_str(_clip_name(goal)), _F64.pack(total)]
     return b"".join(parts)
 
 
@@ -320,6 +323,10 @@ def _read_str(data: bytes, at: int) -> tuple[str, int]:
 def _pack_str(text: str) -> bytes:
     data = text.encode("utf-8")
     return _U8.pack(len(data)) + data
+
+
+def _clip_name(text: str) -> str:
+    return text.encode("utf-8", "replace")[:_MEMBER_NAME_LIMIT].decode("utf-8", "ignore")
 
 
 def _clip(text: str, field_name: str | None) -> str:
