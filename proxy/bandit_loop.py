@@ -54,11 +54,11 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from experiments.bandit import BanditPhase, BanditWeights, compute_weights
+from experiments.bandit import BanditPhase, BanditWeights, compute_weights, segment_weights
 from experiments.model import WEIGHT_TOLERANCE, Allocation, Experiment
 from proxy.store.client import StoreUnavailable, translated
 from proxy.store.events import WeightChange, period_id
@@ -110,6 +110,7 @@ class BanditLoop:
         self._definitions: dict[str, Experiment] = {}    # bandit experiments last seen
         self._latest: dict[str, _Entry | None] = {}      # None: the log is empty
         self._computed: dict[str, BanditWeights] = {}    # this loop's last computation
+        self._segments: dict[str, tuple[str, ...]] = {}  # optimised rules' segment ids
         # Replaced as a whole, never mutated: the request path reads them as they are.
         self.weights: Mapping[str, tuple[float, ...]] = {}
         self.periods: Mapping[str, str] = {}
@@ -119,9 +120,10 @@ class BanditLoop:
     async def refresh(self) -> None:
         """Adopt the newest published weights of every bandit experiment. Redis failing is
         logged at debug level and changes nothing."""
-        bandits = self._bandits()
         reader = CountsReader.of(self._store)
         try:
+            await self._read_segments(reader)
+            bandits = self._bandits()
             raws = await self._read_newest(reader, bandits)
         except StoreUnavailable as exc:
             _stop_if_cancelled()
@@ -212,10 +214,29 @@ class BanditLoop:
     # -- internals ------------------------------------------------------------------------
 
     def _bandits(self) -> list[Experiment]:
+        """The bandit experiments, then the segments of optimised rules (as experiments
+        named ``<id>@<segment>``), so a rule's global counts are read before its segments'."""
         bandits = [exp for exp in self._experiments().values()
                    if exp.allocation is Allocation.BANDIT]
-        self._definitions = {exp.id: exp for exp in bandits}
-        return bandits
+        segments = [replace(exp, id=segment) for exp in bandits
+                    for segment in self._segments.get(exp.id, ())]
+        self._definitions = {exp.id: exp for exp in (*bandits, *segments)}
+        return [*bandits, *segments]
+
+    async def _read_segments(self, reader: CountsReader) -> None:
+        """The segments seen so far of each bandit experiment (only optimised rules have)."""
+        bandits = [exp for exp in self._experiments().values()
+                   if exp.allocation is Allocation.BANDIT]
+        if not bandits:
+            return
+        with translated(f"reading the segments of bandit experiments from {reader.where}"):
+            async with reader.client.pipeline(transaction=False) as pipe:
+                for exp in bandits:
+                    pipe.hkeys(reader.keyspace.segments(exp.id))
+                replies = await pipe.execute()
+        self._segments = {exp.id: tuple(sorted(
+            (s.decode() if isinstance(s, bytes) else str(s)) for s in reply))
+            for exp, reply in zip(bandits, replies, strict=True) if reply}
 
     async def _step_one(self, reader: CountsReader, exp: Experiment, at: datetime,
                         bandits: Sequence[Experiment]) -> bool:
@@ -232,7 +253,11 @@ class BanditLoop:
         if not _due(exp, at, entry):
             log.debug("bandit %r: weights published elsewhere within the cadence", exp.id)
             return False
-        result = _compute(exp, await reader.read(exp))
+        if "@" in exp.id:   # a segment: shrunk toward the rule's global counts
+            base = replace(exp, id=exp.id.partition("@")[0])
+            result = _compute_segment(exp, await reader.read(exp), await reader.read(base))
+        else:
+            result = _compute(exp, await reader.read(exp))
         self._computed[exp.id] = result
         if result.phase is not BanditPhase.THOMPSON:
             log.info("bandit %r: %s; visitors keep the planned weights", exp.id, result.detail)
@@ -296,6 +321,21 @@ def _compute(exp: Experiment, counts: ExperimentCounts) -> BanditWeights:
         conversions = [totals[arm.id].conversions for arm in exp.arms]
     return compute_weights(stats, planned=exp.weights, settings=exp.bandit,
                            binary=goal.binary, conversions=conversions)
+
+
+def _compute_segment(exp: Experiment, segment: ExperimentCounts,
+                     overall: ExperimentCounts) -> BanditWeights:
+    """A segment's weights: its own counts with a prior centred on the whole rule's."""
+    goal = exp.primary_goal
+    own, everyone = segment.cumulative(), overall.cumulative()
+    conversions = None
+    if not goal.binary:
+        totals = overall.goal_totals(goal.id)
+        conversions = [totals[arm.id].conversions for arm in exp.arms]
+    return segment_weights([own[arm.id][goal.id] for arm in exp.arms],
+                           [everyone[arm.id][goal.id] for arm in exp.arms],
+                           planned=exp.weights, settings=exp.bandit, binary=goal.binary,
+                           conversions=conversions)
 
 
 def _parse(raw: Any, exp: Experiment) -> _Entry | None:

@@ -30,11 +30,12 @@ from experiments.assignment import HOLDOUT_SALT, LayerSlot, bucket, plan_layers
 from experiments.model import Experiment, GoalKind
 
 from . import signing
-from .context.identity import VisitorState
+from .context.identity import Membership, VisitorState, with_membership
 from .experiment_runtime import PREVIEW, Decisions, GoalHit, Outcome, Situation, convert, decide
 from .rules import matching
 from .rules.experiments import ExperimentDef
 from .rules.model import Rule
+from .rules.optimise import base_of, segment_id
 from .rules.pages import glob_regex
 from .rules.plan import getter
 from .rules.ruleset import RuleSet
@@ -89,7 +90,7 @@ class Experimentation:
         self._weights = weights
         self._planned_for: RuleSet | None = None
         self._slots: dict[str, LayerSlot] = {}
-        self._by_id: dict[str, Experiment] = {}
+        self._by_id: ByIdWithSegments = ByIdWithSegments({})
         self._defs: dict[str, ExperimentDef] = {}
         self._seen_tokens: OrderedDict[str, None] = OrderedDict()
 
@@ -100,7 +101,7 @@ class Experimentation:
         if ruleset is not self._planned_for:   # a reload: recompute once, not per request
             definitions = ruleset.experiments
             self._slots = plan_layers(d.experiment for d in definitions)
-            self._by_id = {d.id: d.experiment for d in definitions}
+            self._by_id = ByIdWithSegments({d.id: d.experiment for d in definitions})
             self._defs = {d.id: d for d in definitions}
             self._planned_for = ruleset
         return ruleset
@@ -143,13 +144,19 @@ class Experimentation:
         if on_page:
             get = getter(context)
             moment = datetime.fromtimestamp(now, UTC)
+            situation = self.situation(moment)
+            segments = {d.id: segment_id(d.id, d.segment_by, get) for d in on_page
+                        if d.segment_by}
+            if segments:
+                situation = _segment_situation(situation, segments)
             decided: Decisions = decide(
-                [d.experiment for d in on_page], _with_state(context, state),
-                self.situation(moment),
+                [d.experiment for d in on_page], _with_state(context, state), situation,
                 in_audience=lambda e: _in_audience(self._defs[e.id], get),
                 preview=self.read_preview(query, now))
             state, outcomes = decided.state, decided.outcomes
             events.extend(decided.events)
+            if segments and state is not None:
+                state = _count_segments(state, decided, segments, situation, events)
             for outcome in outcomes:
                 if outcome.arm is None:
                     continue
@@ -296,6 +303,51 @@ class Experimentation:
                         "description": self._defs[member.experiment].description,
                         "reason": "you are in this experiment (it runs on other pages)"})
         return out
+
+
+class ByIdWithSegments(dict[str, Experiment]):
+    """Experiments by id, where ``<id>@<segment>`` (an optimised rule's segment) resolves
+    to the rule's experiment under the segment's id: its conversions are counted per segment
+    exactly like the rule's own."""
+
+    def get(self, key: str, default: Any = None) -> Any:   # type: ignore[override]
+        found = super().get(key)
+        if found is not None or "@" not in key:
+            return found if found is not None else default
+        base = super().get(base_of(key))
+        if base is None:
+            return default
+        segment = replace(base, id=key)
+        self[key] = segment   # bounded: segments per rule are few, and a reload starts anew
+        return segment
+
+
+def _segment_situation(situation: Situation, segments: Mapping[str, str]) -> Situation:
+    """The situation with each optimised rule's weights replaced by its segment's, where
+    the bandit has published some (else the rule's global weights, else the planned)."""
+    weights, periods = dict(situation.weights), dict(situation.periods)
+    for experiment, segment in segments.items():
+        if segment in situation.weights:
+            weights[experiment] = situation.weights[segment]
+            periods[experiment] = situation.periods.get(segment, "")
+    return replace(situation, weights=weights, periods=periods)
+
+
+def _count_segments(state: VisitorState, decided: Decisions, segments: Mapping[str, str],
+                    situation: Situation, events: list[Exposure | Conversion]) -> VisitorState:
+    """An exposure counted for an optimised rule is also counted for its segment, and the
+    cookie remembers the segment membership so later conversions are counted there too."""
+    for event in decided.events:
+        segment = segments.get(event.experiment) if isinstance(event, Exposure) else None
+        if segment is None:
+            continue
+        events.append(Exposure(segment, event.arm, event.day, event.probability,
+                               situation.periods.get(event.experiment, "")))
+        member = state.membership(event.experiment)
+        if member is not None:
+            state = with_membership(state, Membership(segment, event.arm, member.salt_tag,
+                                                      True, ()))
+    return state
 
 
 REASONS = {

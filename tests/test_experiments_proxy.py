@@ -454,3 +454,52 @@ def test_redis_down_while_conversions_arrive(upstream: Upstream, tmp_path: Path,
         if restarted is not None:
             restarted.stop()
         server.stop()
+
+
+# -- per-segment optimisation -------------------------------------------------------------
+
+IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+          "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
+
+
+def test_an_optimised_rule_learns_the_best_variant_per_segment(upstream: Upstream,
+                                                               valkey: ValkeyServer,
+                                                               tmp_path: Path) -> None:
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    rule = f"opt-{uuid.uuid4().hex[:6]}"
+    (folder / "r.toml").write_text(f'''
+[[rule]]
+id = "{rule}"
+pages = ["/html"]
+slot = "h1"
+optimise = true
+segment_by = ["device.kind"]
+goal = "/html/done*"
+bandit = {{ min_units = 4, min_conversions = 1, cadence_seconds = 1, segment_prior_strength = 1.0 }}
+variants = [{{ id = "plain", text = "Hello" }}, {{ id = "bold", text = "Bold hello" }}]
+''')
+    kairos = running(upstream, valkey.connection_url, folder)
+    try:
+        # Phones convert only on "bold", desktops only on "plain".
+        for agent, converts in ((IPHONE, "bold"), (CHROME, "control")) * 12:
+            with visitor(kairos, agent) as client:
+                if arm_of(client.get("/html")) == converts:
+                    client.get("/html/done")
+        bandits = kairos.app.bandits
+        assert bandits is not None
+        phones, desktops = f"{rule}@mobile", f"{rule}@desktop"
+        wait_for(lambda: phones in bandits.weights and desktops in bandits.weights, True,
+                 "weights published for both segments", timeout=8)
+        bold_on_phones = bandits.weights[phones][1]
+        bold_on_desktops = bandits.weights[desktops][1]
+        assert bold_on_phones > 0.7 and bold_on_desktops < 0.3, bandits.weights
+        wait_for(lambda: sum(units(valkey.connection_url, phones).values()), 12,
+                 "each phone counted in its segment")
+        shown = []
+        for _ in range(20):
+            with visitor(kairos, IPHONE) as phone:
+                shown.append(arm_of(phone.get("/html")))
+        assert shown.count("bold") >= 12                  # new phones follow their segment
+    finally:
+        kairos.stop()

@@ -31,6 +31,7 @@ from proxy.rules.model import (
     RuleError,
     Segment,
 )
+from proxy.rules.optimise import is_optimised, optimised_rule
 from proxy.rules.pages import parse_pages
 from proxy.rules.schedule import parse_schedule
 
@@ -92,16 +93,17 @@ def parse_file(data: bytes, name: str, display: str) -> FileRules:
             errors.append(RuleError(display, lines.find(0, key), f'unknown top-level key "{key}"'
                                     + did_you_mean(key, TOP_LEVEL) + "; a file holds [[rule]], "
                                     "[segment.<name>] and [[experiment]] tables"))
-    rules, disabled = _rules(raw.get("rule", []), display, name, lines, errors)
+    optimised: list[ExperimentDef] = []
+    rules, disabled = _rules(raw.get("rule", []), display, name, lines, errors, optimised)
     segments = _segments(raw.get("segment", {}), display, lines, errors)
     experiments = parse_experiments(raw.get("experiment", []), display, name, lines, errors,
                                     _changes)
     return FileRules(name, display, tuple(rules), tuple(segments), tuple(errors),
-                     tuple(disabled), tuple(experiments))
+                     tuple(disabled), (*experiments, *optimised))
 
 
-def _rules(items: Any, display: str, name: str, lines: FileLines, errors: list[RuleError]
-           ) -> tuple[list[Rule], list[str]]:
+def _rules(items: Any, display: str, name: str, lines: FileLines, errors: list[RuleError],
+           optimised: list[ExperimentDef]) -> tuple[list[Rule], list[str]]:
     if not isinstance(items, list):
         errors.append(RuleError(display, lines.find(0, "rule"), "rule must be written as "
                                 "[[rule]] tables (an array), one per rule"))
@@ -117,7 +119,10 @@ def _rules(items: Any, display: str, name: str, lines: FileLines, errors: list[R
             errors.append(RuleError(display, start, "must be a table", label))
             continue
         problems = _check_id(rid, seen)
-        if not problems:
+        if not problems and is_optimised(raw):   # run as a bandit (proxy.rules.optimise)
+            seen.add(rid)
+            problems = _optimised(raw, display, name, position, start, optimised, errors)
+        elif not problems:
             seen.add(rid)
             rule, problems = _rule(raw, display, name, position, start)
             if rule is not None and raw.get("enabled", True) is False:
@@ -127,6 +132,22 @@ def _rules(items: Any, display: str, name: str, lines: FileLines, errors: list[R
         errors.extend(RuleError(display, lines.find(start, p.needle), p.message, label,
                                 p.field or None) for p in problems)
     return rules, disabled
+
+
+def _optimised(raw: Mapping[str, Any], display: str, name: str, position: int, line: int,
+               out: list[ExperimentDef], errors: list[RuleError]) -> list[Problem]:
+    if not isinstance(raw.get("enabled", True), bool):
+        return [Problem("enabled", "must be true or false", "enabled")]
+    try:
+        definition = optimised_rule(raw, display, name, position, line, _change)
+    except Problem as problem:
+        return [problem]
+    except ValueError as exc:   # from parse_experiment: the message names the field
+        errors.append(RuleError(display, line, str(exc)))
+        return []
+    if raw.get("enabled", True):
+        out.append(definition)
+    return []
 
 
 def _check_id(rid: Any, seen: set[str]) -> list[Problem]:

@@ -5,10 +5,12 @@ always sees one consistent set.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from experiments.model import WEIGHT_TOLERANCE
 from proxy.rules.conditions import count, resolve
 from proxy.rules.experiments import ExperimentDef
 from proxy.rules.model import Node, Problem, Rule, RuleError, Segment
@@ -111,7 +113,40 @@ def _experiments(files: Sequence[FileRules], usable: Mapping[str, Node],
                                             + _explain(p, broken, "experiment")))
                     continue
             out.append(definition)
-    return tuple(out)
+    return _fit_layers(out, errors)
+
+
+def _fit_layers(definitions: list[ExperimentDef], errors: list[RuleError]
+                ) -> tuple[ExperimentDef, ...]:
+    """The experiments of a layer share its visitors: their traffic adds up to at most 1.
+    Taken in the order assignment lays them out (start, then id), one that would overflow
+    is reported and off, so the others keep their slots (and the proxy can plan layers)."""
+    used: dict[str, list[ExperimentDef]] = {}
+    off: set[str] = set()
+
+    def plan_order(d: ExperimentDef) -> tuple[float, str]:
+        start = d.experiment.start
+        return (start.timestamp() if start else -math.inf, d.id)
+
+    for definition in sorted(definitions, key=plan_order):
+        layer = definition.experiment.layer
+        if layer is None:
+            continue
+        members = used.setdefault(layer, [])
+        total = math.fsum((*(m.experiment.traffic for m in members),
+                           definition.experiment.traffic))
+        if total > 1.0 + WEIGHT_TOLERANCE:
+            listed = ", ".join(f"{m.id} = {m.experiment.traffic:g} at {m.where}" for m in members)
+            errors.append(RuleError(definition.file, definition.line,
+                                    f'experiment "{definition.id}": traffic: '
+                                    f"{definition.experiment.traffic:g} would bring layer "
+                                    f'"{layer}" to {total:.12g} (with {listed}); the '
+                                    "experiments of a layer share at most 1 of its visitors: "
+                                    "lower traffic or use another layer"))
+            off.add(definition.id)
+            continue
+        members.append(definition)
+    return tuple(d for d in definitions if d.id not in off)
 
 
 def _segments(files: Sequence[FileRules], errors: list[RuleError]) -> dict[str, Segment]:

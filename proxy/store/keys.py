@@ -147,6 +147,11 @@ class Keyspace:
         """Hash "<arm>:requests|latency_ms|latency_ms_sq|errors|bytes" on ``day``."""
         return self.key(self.experiment_tag(experiment), "guardrails", check_part(day, "day"))
 
+    def segments(self, experiment: str) -> str:
+        """Hash "<experiment>@<segment>" -> visitors exposed in that segment of an optimised
+        rule (``proxy.rules.optimise``): the index of segments the bandit loop weighs."""
+        return self.key(self.experiment_tag(experiment), "segments")
+
     def weights(self, experiment: str) -> str:
         """List of JSON weight changes, oldest first, capped at :data:`WEIGHT_LOG_CAP`."""
         return self.key(self.experiment_tag(experiment), "weights")
@@ -192,6 +197,10 @@ class Keyspace:
         if event.period:
             out.append(Command("HINCRBY", key,
                                (PERIOD_FIELD + check_part(event.period, "period"), 1)))
+        if "@" in event.experiment:   # a segment of an optimised rule: index it
+            index = self.segments(event.experiment.partition("@")[0])
+            out += [Command("HINCRBY", index, (event.experiment, 1)),
+                    Command("EXPIRE", index, (COUNTER_TTL,))]
         return (*out, *self._day_seen(event.experiment, event.day, 1),
                 Command("EXPIRE", key, (COUNTER_TTL,)))
 
