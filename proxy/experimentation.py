@@ -65,7 +65,9 @@ class PageExperiments:
 
     @property
     def changes_page(self) -> bool:
-        return bool(self.arm_rules) or self.script is not None or self.holdout
+        """Must the page be buffered for these decisions? (Holdout visitors need nothing:
+        the rules transform leaves their page alone.)"""
+        return bool(self.arm_rules) or self.script is not None
 
 
 NOTHING = PageExperiments()
@@ -281,6 +283,8 @@ class Experimentation:
         for outcome in decided.outcomes:
             definition = self._defs[outcome.experiment]
             entry: dict[str, Any] = {"experiment": outcome.experiment,
+                                     "kind": ("optimised rule" if definition.optimised
+                                              else "experiment"),
                                      "where": definition.where,
                                      "description": definition.description,
                                      "arm": outcome.arm}
