@@ -94,6 +94,7 @@ class Experimentation:
         self._slots: dict[str, LayerSlot] = {}
         self._by_id: ByIdWithSegments = ByIdWithSegments({})
         self._defs: dict[str, ExperimentDef] = {}
+        self._arms: dict[tuple[str, str], tuple[str | None, Rule | None]] = {}
         self._seen_tokens: OrderedDict[str, None] = OrderedDict()
 
     # -- per rule set -------------------------------------------------------------------
@@ -105,6 +106,9 @@ class Experimentation:
             self._slots = plan_layers(d.experiment for d in definitions)
             self._by_id = ByIdWithSegments({d.id: d.experiment for d in definitions})
             self._defs = {d.id: d for d in definitions}
+            # What each arm shows, built once per rule set rather than once per request.
+            self._arms = {(d.id, a.arm): (a.redirect, d.arm_rule(a.arm))
+                          for d in definitions for a in d.arms}
             self._planned_for = ruleset
         return ruleset
 
@@ -162,11 +166,9 @@ class Experimentation:
             for outcome in outcomes:
                 if outcome.arm is None:
                     continue
-                definition = self._defs[outcome.experiment]
-                content = definition.content(outcome.arm)
-                if content.redirect is not None and redirect is None:
-                    redirect = content.redirect
-                rule = definition.arm_rule(outcome.arm)
+                target, rule = self._arms[outcome.experiment, outcome.arm]
+                if target is not None and redirect is None:
+                    redirect = target
                 if rule is not None:
                     arm_rules.append(rule)
         token, selectors = None, ()

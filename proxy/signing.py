@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Sequence
+from functools import lru_cache
 
 TAG_BYTES = 16
 MAX_TOKEN_CHARS = 512
@@ -26,10 +27,15 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@lru_cache(maxsize=16)
+def _key(secret: str) -> bytes:
+    """Derived once per secret: a token is signed on every page view with a beacon."""
+    return hashlib.sha256(b"kairos-token|" + secret.encode("utf-8")).digest()
+
+
 def _tag(secret: str, purpose: str, payload: bytes) -> bytes:
-    key = hashlib.sha256(b"kairos-token|" + secret.encode("utf-8")).digest()
-    return hmac.new(key, purpose.encode("ascii") + b"|" + payload,
-                    hashlib.sha256).digest()[:TAG_BYTES]
+    message = purpose.encode("ascii") + b"|" + payload
+    return hmac.digest(_key(secret), message, "sha256")[:TAG_BYTES]
 
 
 def sign(secret: str, purpose: str, fields: Sequence[str], expires: int) -> str:

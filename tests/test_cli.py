@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -9,14 +10,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
-from proxy.cli import free_port
+from proxy import config as config_module
+from proxy import signing
+from proxy.cli import _parser, free_port, seed_demo
+from proxy.results.summary import build_report
+from proxy.rules import RuleLibrary
+from proxy.store.experiment_counts import CountsReader
+from proxy.visitor import cookie_secrets
+from tests.store_fixtures import embedded_valkey, store_url
 
 from .upstream_server import Upstream
+
+__all__ = ["embedded_valkey", "store_url"]  # fixtures, imported to be found by pytest
 
 KAIROS = [sys.executable, "-m", "proxy.cli"]
 REPO_RULES = Path(__file__).resolve().parent.parent / "rules"
@@ -138,6 +150,99 @@ def test_demo_serves_the_shop_through_the_proxy(tmp_path: Path) -> None:
     assert page.status_code == 200
     assert 'id="hero-headline"' in page.text
     assert css.headers["content-type"].startswith("text/css")
+    assert ("Kairos demo: seeded 14 days of simulated history for hero-headline, "
+            "products-intro") in (tmp_path / "kairos.log").read_text()
+
+
+def test_demo_seeds_the_bundled_experiments_once(store_url: str) -> None:
+    config = config_module.load(None, environ={}, overrides={
+        "store.url": store_url, "rules.folder": str(REPO_RULES)})
+    today = date(2026, 11, 22)
+    ids = ["hero-headline", "products-intro"]
+    assert seed_demo(config, today) == (ids, ids)
+    assert seed_demo(config, today) == (ids, [])   # a second start seeds nothing
+
+    async def reports() -> list:
+        client = Redis.from_url(store_url)
+        try:
+            reader = CountsReader(client)
+            out = []
+            for definition in RuleLibrary.load(REPO_RULES, quiet=True).ruleset.experiments:
+                counts = await reader.read(definition.experiment)
+                assert [d.day for d in counts.days][-1] == "2026-11-21"
+                assert len(counts.days) == 14
+                out.append(build_report(definition.experiment, counts,
+                                        datetime(2026, 11, 22, tzinfo=UTC)))
+            return out
+        finally:
+            await client.aclose()
+
+    hero, products = asyncio.run(reports())
+    for report in (hero, products):
+        assert report.result is not None, report.problem
+        assert report.decision_kind != "sample_ratio_mismatch", report.decision_text
+    assert hero.decision_kind == "ship", hero.decision_text   # the demo shows a decision
+
+
+def test_demo_seeding_can_be_switched_off() -> None:
+    assert _parser().parse_args(["demo"]).seed is True
+    assert _parser().parse_args(["demo", "--no-seed"]).seed is False
+
+
+def preview(tmp_path: Path, *args: str, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KAIROS, "preview", *args, "--rules", str(REPO_RULES)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def test_preview_prints_a_signed_expiring_link(tmp_path: Path) -> None:
+    secret = "preview-test-secret-0123456789abcdef"
+    (tmp_path / "config.toml").write_text(f'[cookies]\nsecrets = ["{secret}"]\n')
+    before = time.time()
+    result = preview(tmp_path, "hero-headline", "adventure", "--hours", "2")
+    assert result.returncode == 0, result.stderr
+    url = result.stdout.strip()
+    prefix = "http://127.0.0.1:8080/?kairos-preview="
+    assert url.startswith(prefix)
+    token = url.removeprefix(prefix)
+    assert signing.verify([secret], "preview", token, before) == ("hero-headline", "adventure")
+    assert signing.verify([secret], "beacon", token, before) == "forged"   # purpose-bound
+    assert signing.verify([secret], "preview", token, before + 2 * 3600 + 5) == "expired"
+    assert signing.verify([secret], "preview", token, before + 2 * 3600 - 60) != "expired"
+    # The experiment's own page when it has one plain path, and the flags as given.
+    products = preview(tmp_path, "products-intro", "staff-pick").stdout.strip()
+    assert products.startswith("http://127.0.0.1:8080/products/?kairos-preview=")
+    custom = preview(tmp_path, "products-intro", "repairs", "--base-url",
+                     "https://shop.example/", "--path", "/products/?sort=price").stdout
+    assert custom.startswith("https://shop.example/products/?sort=price&kairos-preview=")
+
+
+def test_preview_signs_with_the_key_file_the_proxy_uses(tmp_path: Path) -> None:
+    """No cookies.secrets: the key kept beside the store's data folder, as the proxy does."""
+    data_dir = tmp_path / "state" / "valkey"
+    result = preview(tmp_path, "products-intro", "repairs",
+                     env={"KAIROS_STORE_DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip().split("kairos-preview=", 1)[1]
+    config = config_module.load(None, environ={"KAIROS_STORE_DATA_DIR": str(data_dir)})
+    secrets = cookie_secrets(config)
+    assert secrets == ((tmp_path / "state" / "cookie-secret").read_text().strip(),)
+    assert signing.verify(secrets, "preview", token, time.time()) == ("products-intro",
+                                                                       "repairs")
+
+
+def test_preview_of_an_unknown_arm_or_experiment_exits_2_naming_the_valid_ones(
+        tmp_path: Path) -> None:
+    arm = preview(tmp_path, "hero-headline", "adventurous")
+    assert arm.returncode == 2 and arm.stdout == ""
+    assert ("kairos preview: experiment 'hero-headline' has no arm 'adventurous'; arms: "
+            "control, adventure") in arm.stderr
+    experiment = preview(tmp_path, "hero", "control")
+    assert experiment.returncode == 2 and experiment.stdout == ""
+    assert ("no experiment 'hero' in the rules folder; known: hero-headline, products-intro"
+            in experiment.stderr)
+    assert "Traceback" not in arm.stderr + experiment.stderr
 
 
 def test_explain_shows_rule_verdicts_and_the_slot_diff(tmp_path: Path) -> None:

@@ -211,6 +211,22 @@ def test_checkout_post_redirects_to_complete() -> None:
     assert "Your order reference is NW-" in complete.text
 
 
+def test_a_placed_order_reports_its_total_to_kairos_in_a_header() -> None:
+    form = {"name": "Ada Lovelace", "email": "ada@example.com"}
+    _, order, _, empty_order = fetch_all(
+        ("POST", "/cart", {"data": {"action": "add", "slug": "ember-camp-stove", "qty": "2"}}),
+        ("POST", "/checkout", {"data": form}),     # 2 x $59
+        ("GET", "/cart", {}),                      # the order emptied the cart
+        ("POST", "/checkout", {"data": form}),     # a demo order with an empty cart
+    )
+    assert order.status_code == 303
+    assert order.headers.get_list("kairos-event") == ["purchase; value=118.00"]
+    assert empty_order.status_code == 303
+    assert "kairos-event" not in empty_order.headers   # nothing bought: no revenue
+    invalid = fetch("POST", "/checkout", data={"name": "Ada", "email": "nope"})
+    assert "kairos-event" not in invalid.headers
+
+
 def test_checkout_rejects_an_incomplete_form_and_keeps_the_input() -> None:
     response = fetch("POST", "/checkout", data={"name": "<Ada>", "email": "nope"})
     assert response.status_code == 422

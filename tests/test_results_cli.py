@@ -28,12 +28,14 @@ D1, D2 = "2026-11-22", "2026-11-23"
 RULES = """
 [[experiment]]
 id = "hero"
+pages = ["/"]
 arms = [{id = "control", weight = 0.5}, {id = "B", weight = 0.5}]
 goals = [{id = "checkout", kind = "page", url = "/checkout/done", primary = true},
          {id = "revenue", kind = "revenue", event = "purchase"}]
 
 [[experiment]]
 id = "skewed"
+pages = ["/"]
 arms = [{id = "control", weight = 0.5}, {id = "B", weight = 0.5}]
 goals = [{id = "signup", kind = "custom", event = "signup", primary = true}]
 """

@@ -1,4 +1,4 @@
-"""The stand-in loader of experiment definitions from the rules folder."""
+"""``kairos results`` reads experiment definitions with the proxy's own rules loader."""
 
 from __future__ import annotations
 
@@ -8,20 +8,20 @@ import pytest
 
 from experiments.model import Allocation
 from proxy.results.definitions import load_definitions
+from proxy.rules import RuleLibrary
 
 HERO = """
 [[experiment]]
 id = "hero"
+pages = ["/"]
 start = 2026-11-01T00:00:00Z
-arms = [{id = "control", weight = 0.5}, {id = "B", weight = 0.5}]
+arms = [{id = "control", weight = 0.5}, {id = "B", weight = 0.5, slot = "h1", text = "B"}]
 goals = [{id = "checkout", kind = "page", url = "/done", primary = true}]
 """
 BANDIT = """
-[pages]  # tables other than [[experiment]] belong to the rules engine: ignored here
-x = 1
-
 [[experiment]]
 id = "banner"
+pages = ["/"]
 allocation = "bandit"
 arms = [{id = "a", weight = 0.5}, {id = "b", weight = 0.5}]
 [[experiment.goals]]
@@ -29,6 +29,15 @@ id = "click"
 kind = "click"
 selector = ".banner a"
 primary = true
+"""
+OPTIMISED = """
+[[rule]]
+id = "cta-copy"
+pages = ["/"]
+slot = "#cta"
+optimise = true
+goal = "/done"
+variants = [{ id = "short", text = "Go" }, { id = "long", text = "Go now" }]
 """
 
 
@@ -38,30 +47,34 @@ def write(folder: Path, **files: str) -> Path:
     return folder
 
 
-def test_reads_every_rules_file_and_skips_hidden_ones(tmp_path: Path) -> None:
-    write(tmp_path, **{"hero.toml": HERO, "banner.toml": BANDIT, "_draft.toml": "nonsense [",
-                       ".swap.toml": "nonsense [", "notes.txt": "not toml"})
+def test_reads_experiments_and_optimised_rules_and_skips_hidden_files(tmp_path: Path) -> None:
+    write(tmp_path, **{"hero.toml": HERO, "banner.toml": BANDIT, "cta.toml": OPTIMISED,
+                       "_draft.toml": "nonsense [", ".swap.toml": "nonsense [",
+                       "notes.txt": "not toml"})
     found = load_definitions(tmp_path)
-    assert sorted(found) == ["banner", "hero"]
+    assert sorted(found) == ["banner", "cta-copy", "hero"]
     assert found["banner"].allocation is Allocation.BANDIT
+    assert found["cta-copy"].allocation is Allocation.BANDIT
     assert found["hero"].start is not None and found["hero"].start.year == 2026
 
 
-@pytest.mark.parametrize("files, message", [
-    ({"a.toml": HERO, "b.toml": HERO}, r"b\.toml: experiment\[0\]: experiment id 'hero' is "
-                                       r"already defined at .*a\.toml: experiment\[0\]"),
-    ({"a.toml": "[[experiment]\n"}, r"a\.toml: not valid TOML"),
-    ({"a.toml": "[experiment]\nid = 'x'\n"}, r"a\.toml: 'experiment' must be an array of "
-                                             r"tables, written \[\[experiment\]\]"),
-    ({"a.toml": HERO.replace("0.5}, {id", "0.6}, {id")},
-     r"a\.toml: experiment\[0\]: arm weights sum to 1\.1"),
-])
-def test_problems_name_the_file_and_the_table(tmp_path: Path, files: dict[str, str],
-                                              message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        load_definitions(write(tmp_path, **files))
+def test_problems_are_reported_and_the_good_experiments_still_load(tmp_path: Path) -> None:
+    problems: list[str] = []
+    write(tmp_path, **{"a.toml": HERO, "b.toml": HERO,
+                       "c.toml": BANDIT.replace('"banner"', '"odd"').replace("0.5}, {id",
+                                                                             "0.6}, {id")})
+    found = load_definitions(tmp_path, problems.append)
+    assert sorted(found) == ["hero"]
+    assert any("b.toml" in p and '"hero"' in p and "already used" in p for p in problems)
+    assert any("c.toml" in p and "sum to 1.1" in p for p in problems)
 
 
 def test_a_missing_folder_says_how_to_give_one(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"rules folder .* does not exist .*--rules"):
         load_definitions(tmp_path / "missing")
+
+
+def test_reads_the_bundled_rules_folder_as_the_proxy_does() -> None:
+    rules = Path(__file__).resolve().parent.parent / "rules"
+    running = {d.id: d.experiment for d in RuleLibrary.load(rules, quiet=True).ruleset.experiments}
+    assert load_definitions(rules) == running and "hero-headline" in running

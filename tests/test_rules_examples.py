@@ -9,13 +9,15 @@ from collections.abc import Callable
 import pytest
 from selectolax.lexbor import LexborHTMLParser
 
+from experiments.model import Allocation
 from proxy.context.model import VisitorContext
+from proxy.rules import matching
 from proxy.rules.check import check_folder
 from proxy.rules.engine import render
 from proxy.rules.loader import RuleLibrary
-from proxy.rules.plan import APPLIED
+from proxy.rules.plan import APPLIED, getter
 
-from .test_rules_support import IPHONE, RULES, at, demo_html, load, page
+from .test_rules_support import HOST, IPHONE, RULES, at, demo_html, load, page
 
 AFTERNOON = "2025-10-14T14:00"  # an ordinary Tuesday afternoon, far from Christmas
 
@@ -151,3 +153,103 @@ def test_every_example_in_the_readme_loads() -> None:
             assert errors == (), (text, [str(e) for e in errors])
             checked += 1
     assert checked >= 25  # the format section and the ten editor scenarios
+
+
+# --- experiments.toml ----------------------------------------------------------------------
+
+# id -> (allocation, page, arm ids, goals as (id, kind, target, primary))
+EXPERIMENTS = {
+    "hero-headline": (Allocation.FIXED, "/", ["control", "adventure"], [
+        ("checkout", "page", "/checkout/complete", True), ("cta-click", "click", "#cta", False),
+        ("revenue", "revenue", "purchase", False)]),
+    "products-intro": (Allocation.BANDIT, "/products/", ["control", "repairs", "staff-pick"], [
+        ("cart", "page", "/cart", True), ("checkout", "page", "/checkout/complete", False)]),
+}
+
+
+def test_the_shipped_experiments_are_the_documented_ones(library: RuleLibrary) -> None:
+    found = {d.id: d for d in library.ruleset.experiments}
+    assert sorted(found) == sorted(EXPERIMENTS)
+    for eid, (allocation, path, arms, goals) in EXPERIMENTS.items():
+        definition = found[eid]
+        experiment = definition.experiment
+        assert definition.file.endswith("rules/experiments.toml") and definition.description
+        assert experiment.allocation is allocation
+        assert definition.pages.globs == (path,)
+        assert [a.id for a in experiment.arms] == arms
+        assert [(g.id, str(g.kind), g.target, g.primary) for g in experiment.goals] == goals
+        assert definition.arm_rule("control") is None   # the control is the origin's page
+        assert all(definition.arm_rule(arm) is not None for arm in arms[1:])
+        assert experiment.start is None and experiment.end is None   # runs from the start
+    assert found["hero-headline"].experiment.weights == (0.5, 0.5)
+    bandit = found["products-intro"].experiment.bandit
+    # A short burn-in and cadence: the weights move while a newcomer watches.
+    assert bandit.cadence_seconds <= 60 and bandit.min_units <= 50 and bandit.floor > 0
+
+
+ARMS = [  # (experiment, arm, page, selector, text the element then shows)
+    ("hero-headline", "adventure", "/", "#hero-headline", "Your next adventure starts here"),
+    ("products-intro", "repairs", "/products/", "#products-intro",
+     "Everything here is repaired free for life, however far you take it."),
+    ("products-intro", "staff-pick", "/products/",
+     '#products-intro a[href="/products/basecamp-2-tent"]',
+     "Not sure where to start? Our staff pick is the Basecamp 2 Tent"),
+]
+
+
+@pytest.mark.parametrize(("eid", "arm", "path", "selector", "text"), ARMS,
+                         ids=[f"{c[0]}:{c[1]}" for c in ARMS])
+def test_each_arm_changes_its_slot_on_the_demo_page(library: RuleLibrary, eid: str, arm: str,
+                                                    path: str, selector: str, text: str) -> None:
+    definition = library.ruleset.experiment(eid)
+    assert definition is not None
+    rule = definition.arm_rule(arm)
+    assert rule is not None
+    context = at(AFTERNOON, "Europe/London")
+    result = render(library.ruleset, demo_html(path), page(path, context), arms=[rule])
+    assert [r.id for r in result.plan.applied] == [f"{eid}:{arm}"]
+    assert result.edit is not None
+    tree = LexborHTMLParser(result.edit.html)
+    assert tree.css_first(selector) is not None, selector
+    element = tree.css_first(rule.slots[0])   # the slot itself
+    assert text in " ".join(element.text().split())
+    assert text not in demo_html(path)
+
+
+# Visitors for the audiences: a newcomer, every visitor of the rule examples above.
+VISITORS = [("newcomer:/", newcomer(), "/"), ("newcomer:/products/", newcomer(), "/products/"),
+            *((f"{c[0]}:{c[2]}:{c[3]}", c[1], c[2]) for c in CASES)]
+
+
+@pytest.mark.parametrize(("label", "who", "path"), VISITORS, ids=[v[0] for v in VISITORS])
+def test_no_rule_for_a_visitor_in_an_experiment_touches_its_slots(
+        library: RuleLibrary, label: str, who: Callable[[], VisitorContext], path: str) -> None:
+    """Arms outrank rules, so an experiment leaves out whoever a rule already serves on its
+    slots: campaign landings keep their headline, phones their product-list hint."""
+    context = who()
+    applied = render(library.ruleset, demo_html(path), page(path, context)).plan.applied
+    taken = {slot for rule in applied for slot in rule.slots}
+    for definition in library.ruleset.experiments_on(HOST, path):
+        if definition.audience is not None and \
+                matching.evaluate(definition.audience, getter(context)) is not None:
+            continue   # not in this experiment's audience
+        arm_slots = {slot for content in definition.arms for change in content.changes
+                     for slot in [change.selector]}
+        assert not taken & arm_slots, (definition.id, [r.id for r in applied])
+
+
+@pytest.mark.parametrize(("eid", "who", "inside"), [
+    ("hero-headline", newcomer(), True),
+    ("hero-headline", newcomer(user_agent=IPHONE), True),
+    ("hero-headline", newcomer(query="utm_medium=email"), False),
+    ("hero-headline", newcomer(query="gclid=test"), False),
+    ("hero-headline", newcomer(query="utm_term=rain+jacket"), False),
+    ("products-intro", newcomer(), True),
+    ("products-intro", newcomer(query="gclid=test"), True),
+    ("products-intro", newcomer(user_agent=IPHONE), False),
+])
+def test_experiment_audiences(library: RuleLibrary, eid: str,
+                              who: Callable[[], VisitorContext], inside: bool) -> None:
+    definition = library.ruleset.experiment(eid)
+    assert definition is not None and definition.audience is not None
+    assert (matching.evaluate(definition.audience, getter(who())) is None) is inside

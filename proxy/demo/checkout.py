@@ -26,6 +26,9 @@ MAX_QTY = 9
 _CART_ID = re.compile(r"[0-9a-f]{32}")
 _ORDER_REF = re.compile(r"NW-[0-9]{6}")
 CHECKOUT_FIELDS = ("name", "email", "address", "city", "postcode")
+# Reports the order to Kairos server-side (revenue goals on event "purchase"); the proxy
+# counts it for the visitor of the request and strips the header.
+EVENT_HEADER = "Kairos-Event"
 
 Cart = dict[str, int]  # slug -> quantity, insertion-ordered
 
@@ -164,6 +167,9 @@ async def checkout(request: Request) -> Response:
         return _checkout_page(request, form, errors)
     response = RedirectResponse("/checkout/complete", status_code=303)
     response.headers["Cache-Control"] = PRIVATE
+    total = _subtotal(parse_cart(request.cookies.get(CART_COOKIE, "")))
+    if total > 0:  # an empty demo order is not revenue
+        response.headers[EVENT_HEADER] = f"purchase; value={total:.2f}"
     order_ref = f"NW-{secrets.randbelow(10**6):06d}"
     response.set_cookie(
         ORDER_COOKIE, order_ref, max_age=900, path="/checkout", httponly=True, samesite="lax"

@@ -68,7 +68,9 @@ def main_results(args: argparse.Namespace) -> int:
 
     try:
         config = config_module.load(args.config)
-        definitions = load_definitions(args.rules or config.rules.folder)
+        definitions = load_definitions(
+            args.rules or config.rules.folder,
+            lambda problem: print(f"kairos results: rules folder: {problem}", file=sys.stderr))
         with _store_url(args.store, config) as url:
             now = datetime.now(UTC)
             reports = asyncio.run(_read(url, definitions, now, args))

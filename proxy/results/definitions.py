@@ -1,54 +1,31 @@
-"""Experiment definitions for the results, read from the rules folder's ``[[experiment]]``
-tables: a stand-in until the rules loader (proxy/rules) provides them with hot reloading.
+"""Experiment definitions for ``kairos results``: the rules folder read by the same loader
+the proxy runs (:class:`proxy.rules.RuleLibrary`), so the command and the running proxy can
+never disagree about an experiment (its ``[[experiment]]`` tables and its rules with
+``optimise = true``). The running proxy hands its own hot-reloaded library to the results
+endpoints instead.
 
-Same conventions as the rules folder: ``*.toml`` files, names starting with ``_`` or ``.``
-ignored, files read in name order. Each table goes through
-:func:`experiments.model.parse_experiment`; the first problem raises ValueError naming the
-file and the table (``rules/hero.toml: experiment[0]: arms[1]: ...``).
+Problems in the folder do not stop the results: the experiments that load are returned, and
+each problem is passed to ``warn`` (``kairos results`` prints them to stderr).
 """
 
 from __future__ import annotations
 
-import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
-from experiments.model import Experiment, parse_experiment
+from experiments.model import Experiment
+from proxy.rules import RuleLibrary
 
 
-def load_definitions(folder: str | Path) -> dict[str, Experiment]:
+def load_definitions(folder: str | Path,
+                     warn: Callable[[str], None] = lambda message: None
+                     ) -> dict[str, Experiment]:
     """Experiment id -> definition, from every rules file in ``folder``."""
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"rules folder {root} does not exist (set rules.folder in "
                          "config.toml or pass --rules FOLDER)")
-    found: dict[str, Experiment] = {}
-    where_of: dict[str, str] = {}
-    for path in sorted(root.glob("*.toml")):
-        if path.name.startswith(("_", ".")):
-            continue
-        for where, experiment in _from_file(path):
-            if experiment.id in found:
-                raise ValueError(f"{where}: experiment id {experiment.id!r} is already "
-                                 f"defined at {where_of[experiment.id]}; ids must be unique")
-            found[experiment.id] = experiment
-            where_of[experiment.id] = where
-    return found
-
-
-def _from_file(path: Path) -> list[tuple[str, Experiment]]:
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot be read: {exc}") from None
-    tables = data.get("experiment", [])
-    if not isinstance(tables, list):
-        raise ValueError(f"{path}: 'experiment' must be an array of tables, written "
-                         "[[experiment]], got a single table or value")
-    out = []
-    for i, table in enumerate(tables):
-        where = f"{path}: experiment[{i}]"
-        out.append((where, parse_experiment(table, where)))
-    return out
+    library = RuleLibrary.load(root, quiet=True)
+    for error in library.errors:
+        warn(str(error))
+    return {d.id: d.experiment for d in library.ruleset.experiments}
