@@ -30,7 +30,7 @@ from experiments.assignment import HOLDOUT_SALT, LayerSlot, bucket, plan_layers
 from experiments.model import Experiment, GoalKind
 
 from . import signing
-from .context.identity import Membership, VisitorState, with_membership
+from .context.identity import Membership, VisitorState, with_membership, without_membership
 from .experiment_runtime import PREVIEW, Decisions, GoalHit, Outcome, Situation, convert, decide
 from .rules import matching
 from .rules.experiments import ExperimentDef
@@ -95,6 +95,7 @@ class Experimentation:
         self._by_id: ByIdWithSegments = ByIdWithSegments({})
         self._defs: dict[str, ExperimentDef] = {}
         self._arms: dict[tuple[str, str], tuple[str | None, Rule | None]] = {}
+        self._territory: dict[str, frozenset[str]] = {}
         self._seen_tokens: OrderedDict[str, None] = OrderedDict()
 
     # -- per rule set -------------------------------------------------------------------
@@ -109,6 +110,8 @@ class Experimentation:
             # What each arm shows, built once per rule set rather than once per request.
             self._arms = {(d.id, a.arm): (a.redirect, d.arm_rule(a.arm))
                           for d in definitions for a in d.arms}
+            self._territory = {d.id: frozenset(c.selector for a in d.arms for c in a.changes)
+                               for d in definitions}
             self._planned_for = ruleset
         return ruleset
 
@@ -155,22 +158,16 @@ class Experimentation:
                         if d.segment_by}
             if segments:
                 situation = _segment_situation(situation, segments)
+            before = state
             decided: Decisions = decide(
                 [d.experiment for d in on_page], _with_state(context, state), situation,
                 in_audience=lambda e: _in_audience(self._defs[e.id], get),
                 preview=self.read_preview(query, now))
+            decided, redirect, arm_rules = self._shown(decided, before)
             state, outcomes = decided.state, decided.outcomes
             events.extend(decided.events)
             if segments and state is not None:
                 state = _count_segments(state, decided, segments, situation, events)
-            for outcome in outcomes:
-                if outcome.arm is None:
-                    continue
-                target, rule = self._arms[outcome.experiment, outcome.arm]
-                if target is not None and redirect is None:
-                    redirect = target
-                if rule is not None:
-                    arm_rules.append(rule)
         token, selectors = None, ()
         if state is not None and not is_bot and not state.opted_out:
             selectors, needs_script = self._script_goals(state)
@@ -178,6 +175,44 @@ class Experimentation:
                 token = self.beacon_token(state, now)
         return PageExperiments(outcomes, tuple(arm_rules), redirect, state, tuple(events),
                                holdout, token, selectors)
+
+    def _shown(self, decided: Decisions, before: VisitorState | None
+               ) -> tuple[Decisions, str | None, list[Rule]]:
+        """What the visitor will really see, and only that counted. The first redirect arm
+        (in file order) wins the whole page: no other arm is shown, so none is counted. An
+        arm whose slot an earlier experiment's arm already changes is not shown either
+        (experiments that share a slot belong in one layer; ``kairos rules check`` says so)."""
+        assigned = [o for o in decided.outcomes if o.arm is not None]
+        arms = [(o, *self._arms[o.experiment, o.arm]) for o in assigned]  # type: ignore[index]
+        leader = next((o for o, target, _ in arms if target is not None), None)
+        redirect: str | None = None
+        rules: list[Rule] = []
+        dropped: dict[str, str] = {}
+        if leader is not None:
+            redirect = self._arms[leader.experiment, leader.arm][0]  # type: ignore[index]
+            dropped = {o.experiment: "redirected" for o in assigned if o is not leader}
+        else:
+            claimed: set[str] = set()
+            for outcome, _, rule in arms:
+                # An experiment's territory is every slot any of its arms changes: its
+                # control must not show another experiment's arm either.
+                territory = self._territory[outcome.experiment]
+                if not claimed.isdisjoint(territory):
+                    dropped[outcome.experiment] = "slot_taken"
+                    continue
+                claimed.update(territory)
+                if rule is not None:
+                    rules.append(rule)
+        if not dropped:
+            return decided, redirect, rules
+        state = decided.state
+        for experiment in dropped:
+            if state is not None:
+                state = _restore(state, before, experiment)
+        outcomes = tuple(Outcome(o.experiment, None, dropped[o.experiment])
+                         if o.experiment in dropped else o for o in decided.outcomes)
+        events = tuple(e for e in decided.events if e.experiment not in dropped)
+        return Decisions(outcomes, state, events), redirect, rules
 
     def in_holdout(self, visitor_id: str) -> bool:
         return self.holdout > 0.0 and bucket(f"holdout/{HOLDOUT_SALT}", visitor_id) < \
@@ -328,6 +363,15 @@ class ByIdWithSegments(dict[str, Experiment]):
         return segment
 
 
+def _restore(state: VisitorState, before: VisitorState | None, experiment: str
+             ) -> VisitorState:
+    """``state`` with ``experiment``'s membership as it was before this page view."""
+    old = before.membership(experiment) if before is not None else None
+    if old is not None:
+        return with_membership(state, old)
+    return without_membership(state, experiment)
+
+
 def _segment_situation(situation: Situation, segments: Mapping[str, str]) -> Situation:
     """The situation with each optimised rule's weights replaced by its segment's, where
     the bandit has published some (else the rule's global weights, else the planned)."""
@@ -357,6 +401,8 @@ def _count_segments(state: VisitorState, decided: Decisions, segments: Mapping[s
 
 
 REASONS = {
+    "slot_taken": "another experiment on this page changes the same element",
+    "redirected": "another experiment sends you to a different page",
     "not_in_audience": "you are not in its audience",
     "outside_traffic": "you are outside the share of visitors it includes",
     "other_experiment_in_layer": "you are in another experiment of the same layer",

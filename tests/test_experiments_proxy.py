@@ -503,3 +503,28 @@ variants = [{{ id = "plain", text = "Hello" }}, {{ id = "bold", text = "Bold hel
         assert shown.count("bold") >= 12                  # new phones follow their segment
     finally:
         kairos.stop()
+
+
+def test_experiments_sharing_a_slot_show_and_count_only_the_first(upstream: Upstream,
+                                                                  valkey: ValkeyServer,
+                                                                  tmp_path: Path) -> None:
+    """Two experiments outside one layer on the same element: the later one is neither
+    shown nor counted (its results would measure the other's arm), and /why says why."""
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    first, second = f"first-{uuid.uuid4().hex[:6]}", f"second-{uuid.uuid4().hex[:6]}"
+    (folder / "a.toml").write_text(experiment_toml(first))
+    (folder / "b.toml").write_text(experiment_toml(second, arm_b='slot = "h1"\ntext = "B"'))
+    kairos = running(upstream, valkey.connection_url, folder)
+    try:
+        for _ in range(6):
+            with visitor(kairos) as client:
+                arm_of(client.get("/html"))     # only the first's arms ever show
+                why = client.get("/_kairos/why", params={"path": "/html",
+                                                          "format": "json"}).json()
+                entry = next(x for x in why["experiments"] if x["experiment"] == second)
+                assert (entry["arm"], entry["code"]) == (None, "slot_taken")
+        wait_for(lambda: sum(units(valkey.connection_url, first).values()), 6, "first counted")
+        assert units(valkey.connection_url, second) == {}
+    finally:
+        kairos.stop()

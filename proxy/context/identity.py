@@ -186,6 +186,19 @@ def with_membership(state: VisitorState, member: Membership) -> VisitorState:
     )
 
 
+def without_membership(state: VisitorState, experiment: str) -> VisitorState:
+    """``state`` without ``experiment``'s membership (an assignment that was never shown)."""
+    kept = tuple(m for m in state.experiments if m.experiment != experiment)
+    if len(kept) == len(state.experiments):
+        return state
+    return VisitorState(
+        state.visitor_id, state.first_seen, state.visit_start, state.last_seen,
+        state.previous_visit_end, state.visit_number, state.visit_pages, state.landing_page,
+        state.stage, state.entry_source, state.entry_campaign, state.interests,
+        state.opted_out, kept,
+    )
+
+
 def opt_out(now: float) -> VisitorState:
     """A state that remembers only the opt-out: no id (all zeros), no history."""
     t = int(now)
