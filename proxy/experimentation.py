@@ -164,6 +164,10 @@ class Experimentation:
                 in_audience=lambda e: _in_audience(self._defs[e.id], get),
                 preview=self.read_preview(query, now))
             decided, redirect, arm_rules = self._shown(decided, before)
+            if holdout or context.privacy_reason == "opted_out":
+                # Only a preview link assigns such a visitor, and their objection (or the
+                # holdout) wins over it: no slot changes (Personalisation) and no redirect.
+                redirect, arm_rules = None, []
             state, outcomes = decided.state, decided.outcomes
             events.extend(decided.events)
             if segments and state is not None:

@@ -528,3 +528,24 @@ def test_experiments_sharing_a_slot_show_and_count_only_the_first(upstream: Upst
         assert units(valkey.connection_url, second) == {}
     finally:
         kairos.stop()
+
+
+def test_an_objection_wins_over_a_preview_link(upstream: Upstream, valkey: ValkeyServer,
+                                               tmp_path: Path) -> None:
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    exp = f"split-{uuid.uuid4().hex[:6]}"
+    (folder / "e.toml").write_text(experiment_toml(
+        exp, pages='["/html/landing"]', arm_b='redirect = "/html/landing-b"'))
+    kairos = running(upstream, valkey.connection_url, folder)
+    token = signing.sign(SECRET, PREVIEW_PURPOSE, (exp, "bold"), int(time.time()) + 600)
+    try:
+        with visitor(kairos) as tester:
+            assert tester.get("/html/landing", params={"kairos-preview": token}
+                              ).status_code == 302
+        with visitor(kairos) as objector:
+            objector.get("/_kairos/opt-out")
+            assert objector.get("/html/landing", params={"kairos-preview": token}
+                                ).status_code == 200
+    finally:
+        kairos.stop()
