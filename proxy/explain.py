@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ import httpx
 from . import transparency
 from .client_ip import ClientAddress
 from .config import Config
+from .experimentation import Experimentation
 from .page import PageRequest
 from .rules import RuleLibrary, plan, render
 from .visitor import Visitors
@@ -67,13 +69,21 @@ def run(args: argparse.Namespace, config: Config) -> str:
         visitors.close()
     context = recognition.context
     library = RuleLibrary.load(args.rules or config.rules.folder, quiet=True)
+    # The experiments as the proxy would decide them for this visitor (the cookie's id and
+    # memberships; planned weights, since the store is not read offline).
+    runtime = Experimentation(lambda: library.ruleset, visitors.secrets,
+                              holdout=config.experiments.holdout)
+    now = time.time()
+    decided = runtime.on_page(context, context.host, context.path, context.query, now)
+    experiments = runtime.describe(context, context.host, context.path, context.query, now)
     page = PageRequest(method="GET", host=context.host, path=context.path, query=context.query,
-                       headers=tuple(scope["headers"]), context=context)
-    rules = [d.to_dict() for d in plan(library.ruleset, context, page).decisions]
-    document = transparency.explain(context, rules)
+                       headers=tuple(scope["headers"]), context=context, experiments=decided)
+    rules = [d.to_dict() for d in plan(library.ruleset, context, page,
+                                       decided.arm_rules).decisions]
+    document = transparency.explain(context, rules, experiments)
     html = _page_html(args, config, context.path, context.query)
     if html is not None:
-        rendered = render(library.ruleset, html, page)
+        rendered = render(library.ruleset, html, page, decided.arm_rules)
         new = rendered.edit.html if rendered.edit is not None else html
         document["diff"] = slot_diff(html, new, context.path)
     if args.format == "json":
@@ -121,6 +131,12 @@ def render_text(document: dict[str, Any]) -> str:
         reason = f" ({rule['reason']})" if rule.get("reason") else ""
         lines.append(f"  {rule['verdict']:<16} {rule['rule']}  {rule['where']}{reason}")
     if not document["rules"]:
+        lines.append("  none for this page")
+    lines += ["", "experiments"]
+    for entry in document["experiments"] or []:
+        arm = f"arm {entry['arm']}" if entry.get("arm") else "not in it"
+        lines.append(f"  {entry['experiment']}: {arm}  {entry['where']} ({entry['reason']})")
+    if not document["experiments"]:
         lines.append("  none for this page")
     if "diff" in document:
         lines += ["", document["diff"] or "the rules change nothing on this page"]

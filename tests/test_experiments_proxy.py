@@ -549,3 +549,25 @@ def test_an_objection_wins_over_a_preview_link(upstream: Upstream, valkey: Valke
                                 ).status_code == 200
     finally:
         kairos.stop()
+
+
+def test_kairos_explain_gives_the_arm_the_proxy_gives(proxy: RunningKairos, rules_dir: Path,
+                                                      exp_id: str, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    for _ in range(4):
+        with visitor(proxy) as client:
+            arm = arm_of(client.get("/html"))
+            cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        result = subprocess.run(
+            [sys.executable, "-m", "proxy.cli", "explain", "http://shop.test/html", "--ua",
+             CHROME, "--cookie", cookie, "--rules", str(rules_dir), "--format", "json"],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            env={**os.environ, "KAIROS_COOKIES_SECRETS": json.dumps([SECRET])})
+        assert result.returncode == 0, result.stderr
+        (entry,) = json.loads(result.stdout)["experiments"]
+        assert (entry["experiment"], entry["arm"]) == (exp_id, arm)
+        assert entry["reason"] == "your arm was drawn when you first saw this experiment"
