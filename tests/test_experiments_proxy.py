@@ -66,9 +66,15 @@ def exp_id() -> str:
 
 @pytest.fixture()
 def rules_dir(tmp_path: Path, exp_id: str) -> Path:
+    return rules_folder(tmp_path, experiments=experiment_toml(exp_id))
+
+
+def rules_folder(tmp_path: Path, **files: str) -> Path:
+    """A rules folder holding ``files`` (name without .toml -> text)."""
     folder = tmp_path / "rules"
     folder.mkdir()
-    (folder / "experiments.toml").write_text(experiment_toml(exp_id))
+    for name, text in files.items():
+        (folder / f"{name}.toml").write_text(text)
     return folder
 
 
@@ -174,12 +180,10 @@ def test_weight_changes_keep_visitors_and_a_new_salt_reshuffles(
 def test_layers_are_exclusive_and_why_names_the_reason(upstream: Upstream,
                                                        valkey: ValkeyServer,
                                                        tmp_path: Path) -> None:
-    folder = tmp_path / "rules"
-    folder.mkdir()
     a, b = f"layer-a-{uuid.uuid4().hex[:6]}", f"layer-b-{uuid.uuid4().hex[:6]}"
-    (folder / "a.toml").write_text(experiment_toml(a, extra='layer = "home"\ntraffic = 0.5'))
-    (folder / "b.toml").write_text(experiment_toml(b, extra='layer = "home"\ntraffic = 0.5',
-                                                   arm_b='slot = "p"\ntext = "B copy"'))
+    layer = 'layer = "home"\ntraffic = 0.5'
+    folder = rules_folder(tmp_path, a=experiment_toml(a, extra=layer),
+                          b=experiment_toml(b, extra=layer, arm_b='slot = "p"\ntext = "B"'))
     kairos = running(upstream, valkey.connection_url, folder)
     try:
         in_a = in_b = 0
@@ -366,10 +370,8 @@ def test_the_goals_script_reuses_the_pages_csp_nonce(proxy: RunningKairos) -> No
 
 def test_a_redirect_arm_sends_302_keeping_the_query(upstream: Upstream, valkey: ValkeyServer,
                                                     tmp_path: Path) -> None:
-    folder = tmp_path / "rules"
-    folder.mkdir()
     exp = f"split-{uuid.uuid4().hex[:6]}"
-    (folder / "e.toml").write_text(experiment_toml(
+    folder = rules_folder(tmp_path, e=experiment_toml(
         exp, pages='["/html/landing"]', weights=(0.0, 1.0),
         arm_b='redirect = "/html/landing-b?v=b"'))
     kairos = running(upstream, valkey.connection_url, folder)
@@ -391,10 +393,8 @@ def test_a_redirect_arm_sends_302_keeping_the_query(upstream: Upstream, valkey: 
 def test_published_bandit_weights_steer_new_visitors_only(upstream: Upstream,
                                                           valkey: ValkeyServer,
                                                           tmp_path: Path) -> None:
-    folder = tmp_path / "rules"
-    folder.mkdir()
     exp = f"bandit-{uuid.uuid4().hex[:6]}"
-    (folder / "e.toml").write_text(experiment_toml(
+    folder = rules_folder(tmp_path, e=experiment_toml(
         exp, extra='allocation = "bandit"\nbandit = { cadence_seconds = 3600 }'))
     kairos = running(upstream, valkey.connection_url, folder)
     try:
@@ -465,10 +465,8 @@ IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/60
 def test_an_optimised_rule_learns_the_best_variant_per_segment(upstream: Upstream,
                                                                valkey: ValkeyServer,
                                                                tmp_path: Path) -> None:
-    folder = tmp_path / "rules"
-    folder.mkdir()
     rule = f"opt-{uuid.uuid4().hex[:6]}"
-    (folder / "r.toml").write_text(f'''
+    folder = rules_folder(tmp_path, r=f'''
 [[rule]]
 id = "{rule}"
 pages = ["/html"]
@@ -510,11 +508,9 @@ def test_experiments_sharing_a_slot_show_and_count_only_the_first(upstream: Upst
                                                                   tmp_path: Path) -> None:
     """Two experiments outside one layer on the same element: the later one is neither
     shown nor counted (its results would measure the other's arm), and /why says why."""
-    folder = tmp_path / "rules"
-    folder.mkdir()
     first, second = f"first-{uuid.uuid4().hex[:6]}", f"second-{uuid.uuid4().hex[:6]}"
-    (folder / "a.toml").write_text(experiment_toml(first))
-    (folder / "b.toml").write_text(experiment_toml(second, arm_b='slot = "h1"\ntext = "B"'))
+    folder = rules_folder(tmp_path, a=experiment_toml(first),
+                          b=experiment_toml(second, arm_b='slot = "h1"\ntext = "B"'))
     kairos = running(upstream, valkey.connection_url, folder)
     try:
         for _ in range(6):
@@ -532,10 +528,8 @@ def test_experiments_sharing_a_slot_show_and_count_only_the_first(upstream: Upst
 
 def test_an_objection_wins_over_a_preview_link(upstream: Upstream, valkey: ValkeyServer,
                                                tmp_path: Path) -> None:
-    folder = tmp_path / "rules"
-    folder.mkdir()
     exp = f"split-{uuid.uuid4().hex[:6]}"
-    (folder / "e.toml").write_text(experiment_toml(
+    folder = rules_folder(tmp_path, e=experiment_toml(
         exp, pages='["/html/landing"]', arm_b='redirect = "/html/landing-b"'))
     kairos = running(upstream, valkey.connection_url, folder)
     token = signing.sign(SECRET, PREVIEW_PURPOSE, (exp, "bold"), int(time.time()) + 600)
