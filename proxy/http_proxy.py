@@ -16,9 +16,8 @@ from typing import Any
 from . import client_ip, codings, page
 from .config import Config
 from .errors import BadRequest, MethodNotAllowed, ProxyError, UpstreamError
-from .experiment_runtime import GoalHit
-from .experimentation import NOTHING, PREVIEW_PARAM, Experimentation, PageExperiments
-from .goal_events import EVENT_HEADER, parse_event_header
+from .experimentation import NOTHING, PREVIEW_PARAM, Experimentation
+from .goal_events import EVENT_HEADER
 from .headers import (
     ForwardingFacts,
     HeaderError,
@@ -32,9 +31,9 @@ from .headers import (
 )
 from .metrics import Metrics
 from .responses import http_date, respond
-from .store.events import Guardrail, utc_day
 from .upstream import Upstream, UpstreamRequest, UpstreamResponse
 from .visitor import Visitors, is_page_view
+from .visitor_outcome import VisitorOutcome
 
 log = logging.getLogger("kairos.proxy")
 
@@ -134,12 +133,8 @@ class _Exchange:
         self.disconnected = False
         self.body_done = False       # the request body is read: receive() is free for P30
         self.page_view = is_page_view(scope)   # decided once: profiling and counting use it
-        self.set_cookie: bytes | None = None
-        self.base_cookie: bytes | None = None   # the cookie without this request's counts
-        self.scheme = "http"
-        self.cookie_state: Any = None           # the visitor state the cookie will hold
-        self.decided: PageExperiments = NOTHING
-        self.pending: tuple[Any, ...] = ()      # counted once the response starts (< 500)
+        self.outcome = VisitorOutcome(proxy.visitors, proxy.experiments, proxy.metrics,
+                                      proxy.record)
         self.upstream_ms = 0.0
         self.sent_bytes = 0
         self.status = 0
@@ -170,8 +165,7 @@ class _Exchange:
         finally:
             if self.watcher is not None:
                 self.watcher.cancel()
-            if self.decided.outcomes:
-                self._guardrails()
+            self.outcome.guardrails(self.status, self.upstream_ms, self.sent_bytes)
 
     def start_watcher(self) -> None:
         assert self.task is not None
@@ -203,25 +197,23 @@ class _Exchange:
         if proxy.visitors is not None and self.page_view:
             recognition = proxy.visitors.recognise(scope, client,
                                                    count_visit=self.method == "GET")
-        self.set_cookie = self.base_cookie = recognition.set_cookie if recognition else None
-        self.scheme = client.scheme
+        self.outcome.recognised(recognition, client.scheme)
         host_text = public_host.decode("latin-1")
         query = scope.get("query_string", b"")
-        if recognition is not None:
-            self.cookie_state = recognition.context.cookie_state
-            if proxy.experiments is not None and self.method == "GET":
-                self._decide_experiments(recognition.context, host_text,
-                                         query.decode("latin-1"))
-                if self.decided.redirect is not None:
-                    await self._redirect(self.decided.redirect, query)
-                    return
+        decided = NOTHING
+        if recognition is not None and self.method == "GET":
+            decided = self.outcome.decide(recognition.context, host_text, scope["path"],
+                                          query.decode("latin-1"))
+            if decided.redirect is not None:
+                await self._redirect(decided.redirect, query)
+                return
         request = None   # built only when a transform may want the page
         if proxy.transform is not None and self.method == "GET":
             request = page.PageRequest(
                 method=self.method, host=host_text, path=scope["path"],
                 query=query.decode("latin-1"), headers=tuple(headers),
                 context=recognition.context if recognition else None,
-                experiments=self.decided,
+                experiments=decided,
             )
             wants_page = proxy.transform.wants(request)
         else:
@@ -254,24 +246,6 @@ class _Exchange:
         finally:
             await response.aclose()
 
-    def _decide_experiments(self, context: Any, host: str, query: str) -> None:
-        proxy = self.proxy
-        assert proxy.experiments is not None and proxy.visitors is not None
-        try:
-            decided = proxy.experiments.on_page(context, host, self.scope["path"], query,
-                                                time.time())
-        except Exception:   # F5: an experiment bug must never cost the visitor the page
-            proxy.metrics.errors["experiments_failed"] += 1
-            log.exception("experiments of %s failed; page served without them",
-                          self.scope["path"])
-            return
-        self.decided = decided
-        self.pending = decided.events
-        if decided.state is not None and decided.state is not context.cookie_state \
-                and self.base_cookie is not None:
-            self.cookie_state = decided.state
-            self.set_cookie = proxy.visitors.cookie_for(decided.state, self.scheme)
-
     async def _redirect(self, target: str, query: bytes) -> None:
         """A split-URL arm: 302 to the file's target, keeping the visitor's query (S7)."""
         kept = without_param(query, PREVIEW_PARAM.encode()).decode("latin-1")
@@ -279,44 +253,10 @@ class _Exchange:
         headers: RawHeaders = [(b"location", location.encode("latin-1")),
                                (b"cache-control", b"private, no-store"),
                                (b"content-length", b"0"), (b"date", http_date())]
-        if self.set_cookie is not None:
-            headers.append((b"set-cookie", self.set_cookie))
+        if self.outcome.set_cookie is not None:
+            headers.append((b"set-cookie", self.outcome.set_cookie))
         await self._start(302, headers)
         await self._finish()
-
-    def _guardrails(self) -> None:
-        """What each arm shown on this page cost the site (latency, errors, bytes)."""
-        record = self.proxy.record
-        if record is None or not self.status:
-            return
-        day = utc_day()
-        for outcome in self.decided.outcomes:
-            if outcome.arm is not None and outcome.reason == "":
-                record(Guardrail(outcome.experiment, outcome.arm, day,
-                                 round(self.upstream_ms, 3), self.status >= 500,
-                                 self.sent_bytes))
-
-    def _origin_events(self, values: list[bytes]) -> None:
-        """Goals the origin reported in ``Kairos-Event`` for this visitor (a purchase, a
-        sign-up): converted with the visitor's cookie like a beacon, never trusted from the
-        visitor (the header is removed from what the visitor sends and receives)."""
-        proxy = self.proxy
-        if proxy.experiments is None or proxy.visitors is None:
-            return
-        hits = parse_event_header(values)
-        state = self.cookie_state
-        if state is None and not self.page_view:
-            state = proxy.visitors.state_of(self.scope["headers"])
-        if not hits or state is None or state.opted_out:
-            return
-        state, events, reason = proxy.experiments.hits(
-            state, (GoalHit(h.kind, h.name, h.value) for h in hits), time.time())
-        if reason:
-            proxy.metrics.errors[f"origin_event_{reason}"] += 1
-            return
-        self.pending = (*self.pending, *events)
-        self.cookie_state = state
-        self.set_cookie = proxy.visitors.cookie_for(state, self.scheme)
 
     def _request_body(self, headers: RawHeaders) -> tuple[AsyncIterator[bytes] | None, int | None]:
         """(stream, Content-Length): no body at all unless the client framed one (P13)."""
@@ -356,21 +296,17 @@ class _Exchange:
             values = [v for n, v in out if n == EVENT_HEADER]
             out = [(n, v) for n, v in out if n != EVENT_HEADER]
             if response.status < 500:
-                self._origin_events(values)
-        if response.status >= 500:   # nothing shown, nothing counted
-            self.set_cookie, self.pending = self.base_cookie, ()
-        if self.set_cookie is not None:
+                self.outcome.origin_events(values, self.scope["headers"], self.page_view)
+        self.outcome.on_status(response.status)   # an error page counts nothing
+        if self.outcome.set_cookie is not None:
             out = make_private(out)
-            out.append((b"set-cookie", self.set_cookie))   # its own line (P9)
+            out.append((b"set-cookie", self.outcome.set_cookie))   # its own line (P9)
         return out
 
     async def _start(self, status: int, headers: RawHeaders) -> None:
         self.started = True
         self.status = status
-        if self.pending and self.proxy.record is not None:
-            for event in self.pending:
-                self.proxy.record(event)
-            self.pending = ()
+        self.outcome.count()
         self.proxy.metrics.count_response(status)
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
 
