@@ -169,15 +169,16 @@ def _experiment(raw: Mapping[str, Any], display: str, name: str, position: int, 
         core["arms"] = [{k: v for k, v in arm.items() if k not in ARM_CONTENT_KEYS}
                         if isinstance(arm, Mapping) else arm for arm in arms_raw]
     experiment = parse_experiment(core, label)
-    _check_goals(experiment)
+    check_goals(experiment)
     contents = tuple(_arm_content(arm.id, arms_raw[i], pages, parse_changes)
                      for i, arm in enumerate(experiment.arms))
     return ExperimentDef(experiment, display, line, (name, position), pages, contents,
                          audience, description)
 
 
-def _check_goals(experiment: Experiment) -> None:
-    """Goals that the proxy could never see converting are refused at load."""
+def check_goals(experiment: Experiment) -> None:
+    """Goals that the proxy could never see converting are refused at load (for
+    ``[[experiment]]`` goals and an optimised rule's ``goal`` alike)."""
     for i, goal in enumerate(experiment.goals):
         at = f"goals[{i}] ({goal.id!r})"
         if goal.kind is GoalKind.PAGE and not goal.target.startswith(("/", "*")):

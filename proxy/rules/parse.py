@@ -31,7 +31,7 @@ from proxy.rules.model import (
     RuleError,
     Segment,
 )
-from proxy.rules.optimise import is_optimised, optimised_rule
+from proxy.rules.optimise import OPTIMISE_KEYS, is_optimised, optimised_rule, problem_line
 from proxy.rules.pages import parse_pages
 from proxy.rules.schedule import parse_schedule
 
@@ -93,7 +93,7 @@ def parse_file(data: bytes, name: str, display: str) -> FileRules:
             errors.append(RuleError(display, lines.find(0, key), f'unknown top-level key "{key}"'
                                     + did_you_mean(key, TOP_LEVEL) + "; a file holds [[rule]], "
                                     "[segment.<name>] and [[experiment]] tables"))
-    optimised: list[ExperimentDef] = []
+    optimised: list[ExperimentDef] = []   # rules with optimise = true (proxy.rules.optimise)
     rules, disabled = _rules(raw.get("rule", []), display, name, lines, errors, optimised)
     segments = _segments(raw.get("segment", {}), display, lines, errors)
     experiments = parse_experiments(raw.get("experiment", []), display, name, lines, errors,
@@ -121,7 +121,7 @@ def _rules(items: Any, display: str, name: str, lines: FileLines, errors: list[R
         problems = _check_id(rid, seen)
         if not problems and is_optimised(raw):   # run as a bandit (proxy.rules.optimise)
             seen.add(rid)
-            problems = _optimised(raw, display, name, position, start, optimised, errors)
+            problems = _optimised(raw, display, name, position, start, optimised, disabled)
         elif not problems:
             seen.add(rid)
             rule, problems = _rule(raw, display, name, position, start)
@@ -129,24 +129,26 @@ def _rules(items: Any, display: str, name: str, lines: FileLines, errors: list[R
                 disabled.append(rule.id)
             elif rule is not None:
                 rules.append(rule)
-        errors.extend(RuleError(display, lines.find(start, p.needle), p.message, label,
+        errors.extend(RuleError(display, problem_line(lines, start, p), p.message, label,
                                 p.field or None) for p in problems)
     return rules, disabled
 
 
 def _optimised(raw: Mapping[str, Any], display: str, name: str, position: int, line: int,
-               out: list[ExperimentDef], errors: list[RuleError]) -> list[Problem]:
-    if not isinstance(raw.get("enabled", True), bool):
+               out: list[ExperimentDef], disabled: list[str]) -> list[Problem]:
+    """An optimised rule: its experiment into ``out``, or its id into ``disabled`` when it
+    has ``enabled = false`` (checked all the same, like any rule)."""
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
         return [Problem("enabled", "must be true or false", "enabled")]
     try:
         definition = optimised_rule(raw, display, name, position, line, _change)
     except Problem as problem:
         return [problem]
-    except ValueError as exc:   # from parse_experiment: the message names the field
-        errors.append(RuleError(display, line, str(exc)))
-        return []
-    if raw.get("enabled", True):
+    if enabled:
         out.append(definition)
+    else:
+        disabled.append(definition.id)
     return []
 
 
@@ -166,7 +168,10 @@ def _rule(raw: Mapping[str, Any], display: str, name: str, position: int, line: 
           ) -> tuple[Rule | None, list[Problem]]:
     problems: list[Problem] = []
     for key in raw:
-        if key not in RULE_KEYS:
+        if key in OPTIMISE_KEYS and key != "optimise":
+            problems.append(Problem(key, "applies only to an optimised rule: add optimise = "
+                                    "true and variants, or remove " + key, key))
+        elif key not in RULE_KEYS and key != "optimise":   # optimise = false: a plain rule
             problems.append(Problem("", f'unknown key "{key}"' + did_you_mean(key, RULE_KEYS)
                                     + f"; valid: {', '.join(RULE_KEYS)}", key))
 

@@ -67,50 +67,86 @@ def build(files: Sequence[FileRules]) -> tuple[RuleSet, tuple[RuleError, ...]]:
                                     segment=name))
             broken.setdefault(name, f"{segment.file}:{segment.line}")
     usable = {name: nodes[name] for name in good}
+    dropped = _unique_ids(ordered, errors)
     rules: list[Rule] = []
-    owners: dict[str, Rule] = {}
     for file in ordered:
         for rule in file.rules:
-            first = owners.get(rule.id)
-            if first is not None:
-                errors.append(RuleError(rule.file, rule.line, f"id is already used by "
-                                        f"{first.where}; ids must be unique in the folder",
-                                        rule.id, "id"))
+            if id(rule) in dropped:
                 continue
-            owners[rule.id] = rule
             resolved = _resolve(rule, usable, broken, errors)
             if resolved is not None:
                 rules.append(resolved)
     disabled = tuple(i for f in ordered for i in f.disabled)
-    experiments = _experiments(ordered, usable, broken, errors)
+    experiments = _experiments(ordered, usable, broken, errors, dropped)
     ruleset = RuleSet(tuple(rules), MappingProxyType(good), PageIndex(rules), disabled,
                       experiments, PageIndex(experiments))  # type: ignore[arg-type]
     return ruleset, tuple(errors)
 
 
+def _unique_ids(files: Sequence[FileRules], errors: list[RuleError]) -> set[int]:
+    """Which rules and experiments lose their id (by ``id()``): the first in file order
+    (file name, then line) keeps it. Rules, plain and optimised, share one set of ids; an
+    optimised rule runs as an experiment counted under its id, so optimised rules and
+    ``[[experiment]]`` tables share another. (Within a file, parse_file has already
+    refused a rule or an experiment repeating an earlier one of its kind.)"""
+    rules: dict[str, Rule | ExperimentDef] = {}
+    experiments: dict[str, ExperimentDef] = {}
+    dropped: set[int] = set()
+    for file in files:
+        for item in sorted((*file.rules, *file.experiments), key=lambda i: i.line):
+            definition = item if isinstance(item, ExperimentDef) else None
+            is_rule = definition is None or definition.optimised
+            first = rules.get(item.id) if is_rule else None
+            if first is None and definition is not None:
+                first = experiments.get(item.id)
+            if first is None:
+                if is_rule:
+                    rules[item.id] = item
+                if definition is not None:
+                    experiments[item.id] = definition
+                continue
+            dropped.add(id(item))
+            errors.append(_duplicate(item, first))
+    return dropped
+
+
+def _duplicate(item: Rule | ExperimentDef, first: Rule | ExperimentDef) -> RuleError:
+    optimised = isinstance(first, ExperimentDef) and first.optimised
+    if isinstance(item, Rule) or item.optimised:
+        if isinstance(first, Rule) or optimised:
+            by = f"the optimised rule at {first.where}" if optimised else first.where
+            return RuleError(item.file, item.line, f"id is already used by {by}; ids must be "
+                             "unique in the folder", item.id, "id")
+        return RuleError(item.file, item.line, f'id is already used by experiment "{first.id}" '
+                         f"at {first.where}; an optimised rule is counted as an experiment under "
+                         "its id, so its id must differ from every [[experiment]]'s", item.id,
+                         "id")
+    if optimised:
+        return RuleError(item.file, item.line, f'experiment "{item.id}": id is already used by '
+                         f"the optimised rule at {first.where}; an optimised rule is counted as "
+                         "an experiment under its id, so an [[experiment]] must have another id")
+    return RuleError(item.file, item.line, f'experiment "{item.id}": id is already used by '
+                     f"{first.where}; ids must be unique in the folder")
+
+
 def _experiments(files: Sequence[FileRules], usable: Mapping[str, Node],
-                 broken: Mapping[str, str], errors: list[RuleError]
+                 broken: Mapping[str, str], errors: list[RuleError], dropped: set[int]
                  ) -> tuple[ExperimentDef, ...]:
-    """Experiment ids unique in the folder, audiences with their segments resolved."""
+    """The experiments whose ids are their own, audiences with their segments resolved."""
     out: list[ExperimentDef] = []
-    owners: dict[str, ExperimentDef] = {}
     for file in files:
         for definition in file.experiments:
-            first = owners.get(definition.id)
-            if first is not None:
-                errors.append(RuleError(definition.file, definition.line,
-                                        f'experiment "{definition.id}": id is already used by '
-                                        f"{first.where}; ids must be unique in the folder"))
+            if id(definition) in dropped:
                 continue
-            owners[definition.id] = definition
             if definition.audience is not None:
+                what = "rule" if definition.optimised else "experiment"
                 try:
                     definition = replace(definition,
                                          audience=resolve(definition.audience, usable))
                 except Problem as p:
                     errors.append(RuleError(definition.file, definition.line,
-                                            f'experiment "{definition.id}": audience: '
-                                            + _explain(p, broken, "experiment")))
+                                            f'{what} "{definition.id}": audience: '
+                                            + _explain(p, broken, what)))
                     continue
             out.append(definition)
     return _fit_layers(out, errors)
