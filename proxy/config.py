@@ -129,6 +129,16 @@ class ExperimentsConfig:
     bandit_interval: float = 5.0
 
 
+@dataclass(frozen=True)
+class CacheConfig:
+    # Keep origin HTML pages that the origin marks cacheable (proxy/cache/), per worker.
+    enabled: bool = True
+    # Memory per worker for kept pages (bodies, headers and bookkeeping), in MB.
+    max_mb: int = 64
+    # Upper bound on the origin's stale-while-revalidate and stale-if-error, in seconds.
+    serve_stale_seconds: int = 60
+
+
 def _default_context() -> ContextSettings:
     return parse_settings({}, "")
 
@@ -143,6 +153,7 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
     experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     # [context] is nested (tables of stages, ranges, sources), so the visitor-context
     # package validates it itself; the raw table travels along for the worker processes.
     context: ContextSettings = field(default_factory=_default_context, compare=False)
@@ -159,7 +170,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "upstream": UpstreamConfig, "server": ServerConfig, "limits": LimitsConfig,
     "store": StoreConfig, "cookies": CookiesConfig, "admin": AdminConfig, "rules": RulesConfig,
-    "experiments": ExperimentsConfig,
+    "experiments": ExperimentsConfig, "cache": CacheConfig,
 }
 
 
@@ -413,6 +424,10 @@ def _check(config: Config, origin: dict[tuple[str, str], str]) -> None:
         fail("experiments", "beacon_ttl_seconds", "seconds from 60 to 2592000 (30 days)")
     if not 0 < config.experiments.bandit_interval <= 3600:
         fail("experiments", "bandit_interval", "seconds, more than 0 and at most 3600")
+    if not 1 <= config.cache.max_mb <= 4096:
+        fail("cache", "max_mb", "megabytes from 1 to 4096 (per worker)")
+    if not 0 <= config.cache.serve_stale_seconds <= 86_400:
+        fail("cache", "serve_stale_seconds", "seconds from 0 (never serve stale) to 86400")
 
 
 

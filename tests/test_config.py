@@ -74,6 +74,11 @@ def test_context_section_from_file_and_environment(tmp_path: Path) -> None:
     ({"cookies.max_age_days": 800}, "13 months at most"),
     ({"admin.prefix": "kairos"}, 'admin.prefix = \'kairos\' is not valid: expected a path'),
     ({"server.colour": "blue"}, "server.colour: unknown key; valid keys in [server]: host"),
+    ({"cache.max_mb": 0}, "cache.max_mb = 0 is not valid: expected megabytes from 1 to 4096"),
+    ({"cache.max_mb": 5000}, "cache.max_mb = 5000 is not valid: expected megabytes"),
+    ({"cache.serve_stale_seconds": -1}, "cache.serve_stale_seconds = -1 is not valid: "
+                                        "expected seconds from 0"),
+    ({"cache.enabled": "maybe"}, "cache.enabled = 'maybe' is not valid: expected true or false"),
 ])
 def test_bad_values_name_key_value_and_what_is_valid(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -97,3 +102,15 @@ def test_bad_file_errors_name_the_file(tmp_path: Path) -> None:
 def test_environment_errors_say_they_come_from_the_environment() -> None:
     with pytest.raises(ConfigError, match=r"environment: server\.workers = 'many'"):
         config.load(None, environ={"KAIROS_SERVER_WORKERS": "many"})
+
+
+def test_cache_section_defaults_file_and_environment(tmp_path: Path) -> None:
+    defaults = config.Config().cache
+    assert (defaults.enabled, defaults.max_mb, defaults.serve_stale_seconds) == (True, 64, 60)
+    path = tmp_path / "c.toml"
+    path.write_text("[cache]\nmax_mb = 128\nserve_stale_seconds = 0\n")
+    loaded = config.load(path, environ={"KAIROS_CACHE_ENABLED": "false"})
+    assert loaded.cache == config.CacheConfig(enabled=False, max_mb=128, serve_stale_seconds=0)
+    assert config.from_json(config.to_json(loaded)).cache == loaded.cache
+    with pytest.raises(ConfigError, match=r"environment: cache\.max_mb = 'lots'"):
+        config.load(None, environ={"KAIROS_CACHE_MAX_MB": "lots"})
