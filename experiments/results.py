@@ -6,6 +6,15 @@ against the control (relative by default), the fixed-horizon Welch test, the alw
 sequential test, the Bayesian reading; per arm and goal the probability of being best; the
 sample-ratio check; p-values adjusted over all arms x goals; a power hint; and a decision in
 words (:mod:`experiments.report` writes the words, the JSON and the CSV).
+
+CUPED (statistics.md, "Health checks"): given a pre-exposure covariate x per arm
+(:class:`Covariate`; the proxy records previous visits), every comparison of a goal whose
+arms all have x data, and where x varies, is adjusted: theta = Cov(y, x) / Var(x) over the
+units of all arms, the effect of the adjusted means m_y - theta m_x
+(:func:`experiments.stats.cuped_estimate`), relative to the unadjusted control mean. The
+adjusted effect is the comparison's ``outcome`` (tests, intervals, the decision all use
+it); ``Comparison.cuped`` keeps the unadjusted effect and the variance reduction achieved.
+Without covariate data nothing changes. ``SummaryOptions(cuped=False)`` turns it off.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from experiments.stats import (
     ArmStats,
     BayesResult,
     Correction,
+    CupedArm,
     Difference,
     Estimate,
     GaussianPrior,
@@ -35,6 +45,8 @@ from experiments.stats import (
     SrmResult,
     TestResult,
     adjust,
+    cuped_estimate,
+    cuped_theta,
     estimate,
     expected_from_weights,
     gaussian_effect,
@@ -61,6 +73,36 @@ class SummaryOptions:
     mde: float = 0.05                    # relative effect for the power hint
     power: float = 0.8
     srm_threshold: float = SRM_THRESHOLD
+    cuped: bool = True                   # adjust with the covariate where there is one
+
+
+@dataclass(frozen=True, slots=True)
+class Covariate:
+    """One arm's pre-exposure covariate x, for CUPED.
+
+    ``x`` is ArmStats(n, sum x, sum x^2) over the arm's units (n = the arm's units; a unit
+    whose x was not recorded counts as x = 0); ``sum_xy[goal]`` is the sum over the units of
+    x times the unit's value on that goal (a goal absent: 0); ``known`` is how many units
+    had a recorded x (None: all of them).
+    """
+
+    x: ArmStats
+    sum_xy: Mapping[str, float]
+    known: int | None = None
+
+    @property
+    def units_known(self) -> int:
+        return self.x.n if self.known is None else self.known
+
+
+@dataclass(frozen=True, slots=True)
+class CupedAdjustment:
+    """What CUPED did to one comparison: the outcome is adjusted, this is the rest."""
+
+    theta: float                # Cov(y, x) / Var(x) over the units of all arms
+    variance_reduction: float   # 1 - Var(adjusted effect) / Var(unadjusted effect)
+    unadjusted: Estimate        # the effect without CUPED
+    coverage: float             # share of the compared units with a recorded covariate
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +128,7 @@ class Comparison:
     p_adjusted: float | None = None
     ci_adjusted: Interval | None = None  # at the corrected alpha, sequential if sequential
     ci_alpha: float | None = None        # that corrected alpha (0.025 for Holm over 2)
+    cuped: CupedAdjustment | None = None  # set when ``outcome`` is CUPED-adjusted
 
     @property
     def p(self) -> float | None:
@@ -118,6 +161,7 @@ class ExperimentResult:
 def summarise(
     experiment: Experiment, counts: Counts, weight_history: WeightHistory,
     options: SummaryOptions = SummaryOptions(), *, units_by_period: Sequence[int] | None = None,
+    covariates: Mapping[str, Covariate] | None = None,
 ) -> ExperimentResult:
     """Everything about ``experiment`` from its cumulative counts.
 
@@ -126,10 +170,12 @@ def summarise(
     units or no conversions; an id the experiment does not have is an error.
     ``units_by_period`` (units of all arms that entered during each period of
     ``weight_history``) is needed for the sample-ratio check once the weights have changed.
+    ``covariates`` (arm -> :class:`Covariate`) enables CUPED; arms absent have no x data.
     """
     table = _complete(experiment, counts)
     arms = tuple(_arm_summaries(experiment, goal, table) for goal in experiment.goals)
-    raw = [_compare(experiment, goal, arm.id, table, options)
+    thetas = _thetas(experiment, table, covariates, options)
+    raw = [_compare(experiment, goal, arm.id, table, options, thetas.get(goal.id))
            for goal in experiment.goals for arm in experiment.arms[1:]]
     comparisons = _adjusted(raw, options)
     srm = _srm(experiment, table, weight_history, units_by_period, options)
@@ -195,19 +241,96 @@ def _p_best(stats: list[ArmStats], goal: Goal) -> tuple[float, ...] | None:
     return prob_best_normal([s.mean for s in stats], sds)[0]
 
 
+def _complete_covariates(experiment: Experiment, table: dict[str, dict[str, ArmStats]],
+                         covariates: Mapping[str, Covariate]) -> None:
+    where = f"summarise({experiment.id!r})"
+    arm_ids = {arm.id for arm in experiment.arms}
+    goal_ids = {goal.id for goal in experiment.goals}
+    for arm_id, covariate in covariates.items():
+        if arm_id not in arm_ids:
+            raise ValueError(f"{where}: covariate for unknown arm {arm_id!r}; arms are "
+                             f"{', '.join(sorted(arm_ids))}")
+        unknown = sorted(set(covariate.sum_xy) - goal_ids)
+        if unknown:
+            raise ValueError(f"{where}: covariate sum_xy for unknown goal {unknown[0]!r} on "
+                             f"arm {arm_id!r}")
+        n = table[arm_id][experiment.primary_goal.id].n
+        if covariate.x.n != n:
+            raise ValueError(f"{where}: arm {arm_id!r} has {n} units but its covariate has "
+                             f"n = {covariate.x.n}; n must be the arm's units")
+        if covariate.known is not None and not 0 <= covariate.known <= n:
+            raise ValueError(f"{where}: arm {arm_id!r}: {covariate.known} units with a "
+                             f"covariate out of {n}")
+
+
+def _cuped_arm(table: dict[str, dict[str, ArmStats]], covariates: Mapping[str, Covariate],
+               arm: str, goal: str) -> CupedArm:
+    covariate = covariates[arm]
+    return CupedArm(table[arm][goal], covariate.x, covariate.sum_xy.get(goal, 0.0))
+
+
+def _thetas(experiment: Experiment, table: dict[str, dict[str, ArmStats]],
+            covariates: Mapping[str, Covariate] | None,
+            options: SummaryOptions) -> dict[str, tuple[float, Mapping[str, Covariate]]]:
+    """goal -> (theta, covariates) for the goals CUPED applies to: every arm with units has
+    covariate data (some unit with a recorded x) and x varies over all units."""
+    if covariates is None:
+        return {}
+    _complete_covariates(experiment, table, covariates)
+    if not options.cuped:
+        return {}
+    goal0 = experiment.primary_goal.id
+    used = [arm.id for arm in experiment.arms if table[arm.id][goal0].n > 0]
+    if len(used) < 2 or any(arm not in covariates or covariates[arm].known == 0
+                            for arm in used):
+        return {}
+    out = {}
+    for goal in experiment.goals:
+        theta = cuped_theta([_cuped_arm(table, covariates, arm, goal.id) for arm in used])
+        if not isinstance(theta, NotEnoughData):
+            out[goal.id] = (theta, covariates)
+    return out
+
+
 def _compare(experiment: Experiment, goal: Goal, arm_id: str,
-             table: dict[str, dict[str, ArmStats]], options: SummaryOptions) -> Comparison:
+             table: dict[str, dict[str, ArmStats]], options: SummaryOptions,
+             cuped: tuple[float, Mapping[str, Covariate]] | None = None) -> Comparison:
     control = table[experiment.control.id][goal.id]
     outcome = estimate(control, table[arm_id][goal.id], _kind(goal), options.difference)
     if isinstance(outcome, NotEnoughData):
         return Comparison(arm_id, goal.id, goal.primary, outcome)
+    adjustment = None
+    if cuped is not None:
+        adjusted, adjustment = _cuped(experiment.control.id, arm_id, goal.id, table, outcome,
+                                      options, *cuped)
+        outcome = adjusted
     return Comparison(
         arm_id, goal.id, goal.primary, outcome,
         fixed=t_test(outcome, options.alpha),
         sequential=sequential_test(outcome, options.alpha, options.tuning)
         if options.sequential else None,
         bayes=gaussian_effect(outcome, options.alpha, options.prior),
+        cuped=adjustment,
     )
+
+
+def _cuped(control: str, arm: str, goal: str, table: dict[str, dict[str, ArmStats]],
+           unadjusted: Estimate, options: SummaryOptions, theta: float,
+           covariates: Mapping[str, Covariate]) -> tuple[Estimate, CupedAdjustment | None]:
+    """The CUPED-adjusted effect of ``arm`` and what it changed; the unadjusted effect (and
+    None) when the adjusted one cannot be computed."""
+    a = _cuped_arm(table, covariates, control, goal)
+    b = _cuped_arm(table, covariates, arm, goal)
+    adjusted = cuped_estimate(a, b, theta, options.difference)
+    # The reduction compares like with like: the same formula with theta = 0, which for a
+    # binary goal differs from the unadjusted p(1 - p) variance by n / (n - 1) only.
+    plain = cuped_estimate(a, b, 0.0, options.difference)
+    if isinstance(adjusted, NotEnoughData) or isinstance(plain, NotEnoughData):
+        return unadjusted, None
+    n = a.y.n + b.y.n
+    known = covariates[control].units_known + covariates[arm].units_known
+    return adjusted, CupedAdjustment(theta, 1.0 - adjusted.se**2 / plain.se**2, unadjusted,
+                                     known / n)
 
 
 def _adjusted(raw: list[Comparison], options: SummaryOptions) -> tuple[Comparison, ...]:
@@ -223,7 +346,7 @@ def _adjusted(raw: list[Comparison], options: SummaryOptions) -> tuple[Compariso
         ci = (sequential_test(c.outcome, alpha, options.tuning).ci if options.sequential
               else t_test(c.outcome, alpha).ci)
         out.append(Comparison(c.arm, c.goal, c.primary, c.outcome, c.fixed, c.sequential,
-                              c.bayes, by_id[id(c)], ci, alpha))
+                              c.bayes, by_id[id(c)], ci, alpha, c.cuped))
     return tuple(out)
 
 

@@ -6,6 +6,11 @@ the events to record and the new cookie state. No I/O and no randomness: assignm
 deterministic hash of :mod:`experiments.assignment`, and deduplication (one exposure per
 visitor and experiment, one binary conversion per visitor and goal) lives in the signed
 cookie's memberships, never in per-visitor Redis sets.
+
+CUPED (statistics.md, "Health checks") needs a covariate x per visitor that the arm cannot
+have influenced; see :func:`pre_exposure_covariate` for the one used and why. The exposure
+carries x to the store (sum of x and of x^2 per arm), and the membership remembers it in the
+cookie, so that every later conversion carries it too (sum of x * value per goal).
 """
 
 from __future__ import annotations
@@ -25,11 +30,23 @@ from experiments.assignment import (
 )
 from experiments.model import Experiment, GoalKind
 
-from .context.identity import Membership, VisitorState, with_membership
+from .context.identity import MAX_GOALS, Membership, VisitorState, with_membership
 from .context.model import VisitorContext
 from .store.events import Conversion, Exposure
 
 PREVIEW = "preview"
+
+# The covariate lives in the membership's goal totals under a name no goal can have (goal
+# ids match [A-Za-z0-9][A-Za-z0-9_.-]*), so the cookie format does not change. It takes one
+# of the MAX_GOALS (8) entries the cookie keeps per membership, first, so it is never the
+# one cut off: an experiment with MAX_GOALS goals or more records no covariate (its goal
+# totals keep every entry, and CUPED is simply not applied to it).
+COVARIATE_GOAL = "~x"
+# Previous visits above this count as this many: a few very frequent visitors (or a script
+# that keeps its cookie) must not dominate theta; any fixed function of what happened
+# before the exposure is a valid CUPED covariate, and small whole numbers keep the store's
+# sums of x and x^2 exact.
+COVARIATE_CAP = 100
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,37 @@ def visitor_facts(context: VisitorContext, in_audience: bool) -> VisitorFacts:
     )
 
 
+def pre_exposure_covariate(state: VisitorState) -> float:
+    """x for CUPED: the visitor's previous visits (``visit_number - 1``), at most
+    :data:`COVARIATE_CAP`.
+
+    Why this one: it is known for every visitor with a cookie at the moment of the exposure,
+    and it is fixed before the exposure can change anything (visits that ended before the
+    current one began), so adjusting for it removes variance without adding bias. Returning
+    visitors convert and spend more than first-time ones, so it correlates with most goals.
+    Pages of earlier visits would be a finer measure of engagement, but the cookie does not
+    keep them (only the current visit's page count); pages of the current visit before the
+    exposure are mostly 0, as experiments usually show on the landing page.
+    """
+    return float(min(max(state.visit_number - 1, 0), COVARIATE_CAP))
+
+
+def covariate_of(member: Membership) -> float | None:
+    """The covariate remembered for ``member`` at its exposure; None if there is none."""
+    for name, value in member.goals:
+        if name == COVARIATE_GOAL:
+            return value
+    return None
+
+
+def with_covariate(goals: tuple[tuple[str, float], ...], x: float | None
+                   ) -> tuple[tuple[str, float], ...]:
+    """``goals`` (a membership's totals) with the covariate entry set to ``x``, first (the
+    cookie keeps the first MAX_GOALS entries), or removed when ``x`` is None."""
+    rest = tuple(entry for entry in goals if entry[0] != COVARIATE_GOAL)
+    return rest if x is None else ((COVARIATE_GOAL, x), *rest)
+
+
 def decide(
     experiments: Sequence[Experiment],
     context: VisitorContext,
@@ -103,10 +151,13 @@ def decide(
             member = state.membership(experiment.id)
             if member is None or member.arm != result.arm or not member.exposed:
                 goals = member.goals if member is not None and member.arm == result.arm else ()
+                x = (pre_exposure_covariate(state) if len(experiment.goals) < MAX_GOALS
+                     else None)
                 state = with_membership(state, Membership(
-                    experiment.id, result.arm, salt_tag(result.salt), True, goals))
+                    experiment.id, result.arm, salt_tag(result.salt), True,
+                    with_covariate(goals, x)))
                 events.append(Exposure(experiment.id, result.arm, day, result.probability,
-                                       situation.periods.get(experiment.id, "")))
+                                       situation.periods.get(experiment.id, ""), x))
                 counted = True
         outcomes.append(Outcome(experiment.id, result.arm, "", result.sticky, counted))
     return Decisions(tuple(outcomes), state, tuple(events))
@@ -151,7 +202,9 @@ def convert(
 
     Only memberships whose exposure was counted convert (a beacon or a page view without a
     matching exposure counts nothing). A binary goal converts once per visitor; a revenue
-    goal adds each value to the visitor's running total.
+    goal adds each value to the visitor's running total. Each conversion carries the
+    covariate its membership remembers (None for memberships counted before covariates were
+    recorded); the covariate entry itself is never a goal.
     """
     if state is None or state.opted_out:
         return state, ()
@@ -169,13 +222,15 @@ def convert(
                 if goal.binary:
                     if previous is not None:
                         continue   # a binary goal converts once per visitor
-                    event = Conversion.binary(experiment.id, goal.id, member.arm, day)
+                    event = Conversion.binary(experiment.id, goal.id, member.arm, day,
+                                              covariate_of(member))
                     total = 1.0
                 elif hit.value is None:
                     continue       # a revenue goal needs a value
                 else:
                     event = Conversion.revenue(experiment.id, goal.id, member.arm, day,
-                                               hit.value, previous or 0.0)
+                                               hit.value, previous or 0.0,
+                                               covariate_of(member))
                     total = (previous or 0.0) + hit.value
                 events.append(event)
                 goals = tuple((g, v) for g, v in member.goals if g != goal.id)

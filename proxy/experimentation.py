@@ -31,7 +31,16 @@ from experiments.model import Experiment, GoalKind
 
 from . import signing
 from .context.identity import Membership, VisitorState, with_membership, without_membership
-from .experiment_runtime import PREVIEW, Decisions, GoalHit, Outcome, Situation, convert, decide
+from .experiment_runtime import (
+    PREVIEW,
+    Decisions,
+    GoalHit,
+    Outcome,
+    Situation,
+    convert,
+    decide,
+    with_covariate,
+)
 from .rules import matching
 from .rules.experiments import ExperimentDef
 from .rules.model import Rule
@@ -396,11 +405,13 @@ def _count_segments(state: VisitorState, decided: Decisions, segments: Mapping[s
         if segment is None:
             continue
         events.append(Exposure(segment, event.arm, event.day, event.probability,
-                               situation.periods.get(event.experiment, "")))
+                               situation.periods.get(event.experiment, ""),
+                               covariate=event.covariate))
         member = state.membership(event.experiment)
-        if member is not None:
-            state = with_membership(state, Membership(segment, event.arm, member.salt_tag,
-                                                      True, ()))
+        if member is not None:   # the segment remembers the covariate too (CUPED)
+            state = with_membership(state, Membership(
+                segment, event.arm, member.salt_tag, True,
+                with_covariate((), event.covariate)))
     return state
 
 

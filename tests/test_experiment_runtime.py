@@ -10,9 +10,26 @@ import pytest
 from experiments.assignment import plan_layers
 from experiments.model import GoalKind, parse_experiment
 from proxy.context.build import build_context
+from proxy.context.identity import (
+    MAX_GOALS,
+    Membership,
+    VisitorState,
+    decode,
+    encode,
+    with_membership,
+)
 from proxy.context.model import RequestFacts
 from proxy.context.settings import ContextSettings
-from proxy.experiment_runtime import GoalHit, Situation, convert, decide
+from proxy.experiment_runtime import (
+    COVARIATE_CAP,
+    COVARIATE_GOAL,
+    GoalHit,
+    Situation,
+    convert,
+    covariate_of,
+    decide,
+    with_covariate,
+)
 from proxy.store.events import Conversion, Exposure
 
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -40,7 +57,8 @@ def test_first_exposure_is_counted_once_and_the_arm_sticks() -> None:
     first = decide([HERO], context(), SITUATION, in_audience=always)
     [outcome] = first.outcomes
     assert outcome.arm in ("control", "b") and outcome.counted and outcome.reason == ""
-    assert first.events == (Exposure("hero", outcome.arm, "2026-11-22", 0.5),)
+    # a first visit: no previous visits, the CUPED covariate is 0
+    assert first.events == (Exposure("hero", outcome.arm, "2026-11-22", 0.5, covariate=0.0),)
     again = decide([HERO], context(first.state), SITUATION, in_audience=always)
     assert again.outcomes[0].arm == outcome.arm
     assert again.outcomes[0].sticky and not again.outcomes[0].counted
@@ -108,7 +126,8 @@ def test_conversions_count_once_and_revenue_sums_per_visitor() -> None:
     arm = exposed.arm_of("hero")
     state, events = convert(exposed.state, {"hero": HERO},
                             [GoalHit(GoalKind.PAGE, "/checkout/complete")], "2026-11-22", matches)
-    assert events == (Conversion.binary("hero", "checkout", arm, "2026-11-22"),)  # type: ignore[arg-type]
+    assert events == (Conversion.binary("hero", "checkout", arm, "2026-11-22",  # type: ignore[arg-type]
+                                        covariate=0.0),)
     state, again = convert(state, {"hero": HERO},
                            [GoalHit(GoalKind.PAGE, "/checkout/complete")], "2026-11-22", matches)
     assert again == ()                                       # the same visitor twice
@@ -127,3 +146,107 @@ def test_no_conversion_without_a_counted_exposure() -> None:
     _, events = convert(fresh, {"hero": HERO},
                         [GoalHit(GoalKind.PAGE, "/checkout/complete")], "2026-11-22", matches)
     assert events == ()
+
+
+# -- CUPED: the pre-exposure covariate -------------------------------------------------------
+
+SECRET = "test-secret"
+
+
+def returning(visit_number: int) -> VisitorState:
+    """A visitor on visit ``visit_number``, one minute into it (so no new visit starts)."""
+    t = int(NOW.timestamp())
+    return VisitorState(visitor_id="ab" * 16, first_seen=t - 90 * 86_400, visit_start=t - 60,
+                        last_seen=t - 60, previous_visit_end=t - 86_400,
+                        visit_number=visit_number)
+
+
+def round_trip(state: VisitorState | None) -> VisitorState:
+    assert state is not None
+    decoded = decode(encode(state, SECRET), (SECRET,), NOW.timestamp())
+    assert decoded == state
+    return decoded
+
+
+def test_the_exposure_carries_previous_visits_and_the_cookie_remembers_them() -> None:
+    decided = decide([HERO], context(returning(4)), SITUATION, in_audience=always)
+    (exposure,) = decided.events
+    assert isinstance(exposure, Exposure) and exposure.covariate == 3.0  # 3 visits before
+    state = round_trip(decided.state)   # the signed cookie, binary format unchanged
+    member = state.membership("hero")
+    assert member is not None and covariate_of(member) == 3.0
+    assert member.goals == ((COVARIATE_GOAL, 3.0),)
+    assert member.total("checkout") is None and member.total("revenue") is None
+    # a later page view: not counted again, and x stays as it was at the exposure
+    later = decide([HERO], context(state), SITUATION, in_audience=always)
+    assert later.events == () and later.state is not None
+    assert covariate_of(later.state.membership("hero")) == 3.0  # type: ignore[arg-type]
+
+
+def test_conversions_carry_the_covariate_and_xy_telescopes_to_x_times_the_total() -> None:
+    decided = decide([HERO], context(returning(6)), SITUATION, in_audience=always)
+    arm = decided.arm_of("hero")
+    state = round_trip(decided.state)
+    events: list[Conversion] = []
+    for hit in (GoalHit(GoalKind.PAGE, "/checkout/complete"),
+                GoalHit(GoalKind.CUSTOM, "purchase", 30.0),
+                GoalHit(GoalKind.PAGE, "/checkout/complete"),   # binary: counted once
+                GoalHit(GoalKind.CUSTOM, "purchase", 12.5)):
+        changed, converted = convert(state, {"hero": HERO}, [hit], "2026-11-22", matches)
+        state = round_trip(changed)
+        events += converted
+    assert [(e.goal, e.value, e.covariate) for e in events] == [
+        ("checkout", 1.0, 5.0), ("revenue", 30.0, 5.0), ("revenue", 12.5, 5.0)]
+    assert all(e.arm == arm for e in events)
+    revenue = [e for e in events if e.goal == "revenue"]
+    # what the store adds to "<arm>:xy": x * value per conversion, x * total per visitor
+    assert sum(e.covariate * e.value for e in revenue) == 5.0 * 42.5  # type: ignore[operator]
+    member = state.membership("hero")
+    assert member is not None
+    assert member.goals == ((COVARIATE_GOAL, 5.0), ("checkout", 1.0), ("revenue", 42.5))
+
+
+def test_the_covariate_is_capped_and_never_counts_as_a_goal() -> None:
+    decided = decide([HERO], context(returning(5000)), SITUATION, in_audience=always)
+    assert decided.events[0].covariate == COVARIATE_CAP  # type: ignore[union-attr]
+    member = decided.state.membership("hero")  # type: ignore[union-attr]
+    assert member is not None and member.total(COVARIATE_GOAL) == COVARIATE_CAP
+    # a goal can never be named like the covariate entry
+    with pytest.raises(ValueError, match="id"):
+        parse_experiment({"id": "x", "arms": [{"id": "a", "weight": 1.0}], "goals": [
+            {"id": COVARIATE_GOAL, "kind": "page", "url": "/x", "primary": True}]}, "test")
+    # every goal converts although the membership already has an entry (the covariate's)
+    _, events = convert(decided.state, {"hero": HERO},
+                        [GoalHit(GoalKind.PAGE, "/checkout/complete")], "2026-11-22", matches)
+    assert [e.goal for e in events] == ["checkout"]
+
+
+def test_memberships_without_a_covariate_convert_without_one() -> None:
+    """A visitor exposed before covariates were recorded: the conversion carries none, so
+    the store adds nothing to xy (and the exposure added nothing to x)."""
+    decided = decide([HERO], context(returning(3)), SITUATION, in_audience=always)
+    member = decided.state.membership("hero")  # type: ignore[union-attr]
+    assert member is not None
+    old = with_membership(decided.state, Membership(  # type: ignore[arg-type]
+        "hero", member.arm, member.salt_tag, True, with_covariate(member.goals, None)))
+    _, events = convert(round_trip(old), {"hero": HERO},
+                        [GoalHit(GoalKind.CUSTOM, "purchase", 9.0)], "2026-11-22", matches)
+    assert [(e.goal, e.covariate) for e in events] == [("revenue", None)]
+
+
+def test_an_experiment_with_max_goals_goals_records_no_covariate() -> None:
+    many = parse_experiment({
+        "id": "many", "arms": [{"id": "a", "weight": 0.5}, {"id": "b", "weight": 0.5}],
+        "goals": [{"id": f"g{i}", "kind": "page", "url": f"/g{i}", "primary": i == 0}
+                  for i in range(MAX_GOALS)]}, "test")
+    decided = decide([many], context(returning(4)), SITUATION, in_audience=always)
+    assert decided.events[0].covariate is None  # type: ignore[union-attr]
+    state = decided.state
+    for i in range(MAX_GOALS):
+        state, events = convert(state, {"many": many}, [GoalHit(GoalKind.PAGE, f"/g{i}")],
+                                "2026-11-22", matches)
+        assert len(events) == 1 and events[0].covariate is None
+    state = round_trip(state)   # all MAX_GOALS totals fit: no goal converts twice
+    _, again = convert(state, {"many": many}, [GoalHit(GoalKind.PAGE, f"/g{MAX_GOALS - 1}")],
+                       "2026-11-22", matches)
+    assert again == ()

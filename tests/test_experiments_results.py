@@ -9,15 +9,19 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
+import statsmodels.api as sm
+from scipy import stats as scipy_stats
 
 from experiments.history import WeightHistory
 from experiments.model import parse_experiment
-from experiments.report import CSV_HEADER, DecisionKind
-from experiments.results import SummaryOptions, summarise
+from experiments.report import CSV_CUPED_HEADER, CSV_HEADER, DecisionKind
+from experiments.results import Covariate, SummaryOptions, summarise
 from experiments.stats import (
     ArmStats,
     Correction,
+    Difference,
     Estimate,
     Insufficient,
     NotEnoughData,
@@ -189,3 +193,147 @@ def test_inputs_are_not_changed() -> None:
     counts = {"control": conv(100, 10)}
     summarise(make(), counts, NONE)
     assert counts == {"control": conv(100, 10)}
+
+
+# -- CUPED -------------------------------------------------------------------------------------
+
+def units(seed: int = 7, arms: tuple[tuple[str, int, float], ...] = (
+        ("control", 4000, 0.0), ("B", 4100, 0.08), ("C", 3900, 0.02))
+          ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per-visitor data: x previous visits, a conversion and a revenue that grow with x."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for arm, n, lift in arms:
+        x = np.where(rng.random(n) < 0.45, rng.geometric(0.3, n), 0).astype(float)
+        propensity = 0.25 + np.minimum(x, 6.0)
+        converted = (rng.random(n) < 0.05 * propensity * (1 + lift)).astype(float)
+        revenue = converted * rng.lognormal(3.6, 0.5, n) * (1 + 0.1 * x)
+        out[arm] = (x, converted, revenue)
+    return out
+
+
+def sums(data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+         ) -> tuple[dict[str, dict[str, ArmStats]], dict[str, Covariate]]:
+    counts, covariates = {}, {}
+    for arm, (x, conv_y, rev_y) in data.items():
+        counts[arm] = {"checkout": ArmStats(len(x), float(conv_y.sum()), float(conv_y.sum())),
+                       "revenue": ArmStats(len(x), float(rev_y.sum()),
+                                           float((rev_y**2).sum()))}
+        covariates[arm] = Covariate(ArmStats(len(x), float(x.sum()), float((x * x).sum())),
+                                    {"checkout": float((x * conv_y).sum()),
+                                     "revenue": float((x * rev_y).sum())})
+    return counts, covariates
+
+
+def ols_theta(data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], goal: int) -> float:
+    """theta as the slope of the OLS regression of y on x (with an intercept), all arms."""
+    x = np.concatenate([d[0] for d in data.values()])
+    y = np.concatenate([d[goal] for d in data.values()])
+    return float(sm.OLS(y, sm.add_constant(x)).fit().params[1])
+
+
+def delta_relative(z_b: np.ndarray, z_a: np.ndarray, y_a: np.ndarray) -> tuple[float, float]:
+    """(z̄_B - z̄_A) / ȳ_A and its delta-method standard error, from per-unit values: the
+    gradient (1/mu, -1/mu, -d/mu^2) through the covariance of (z̄_B, z̄_A, ȳ_A)."""
+    mu, d = y_a.mean(), z_b.mean() - z_a.mean()
+    sigma = np.zeros((3, 3))
+    sigma[0, 0] = z_b.var(ddof=1) / len(z_b)
+    sigma[1:, 1:] = np.cov(np.vstack([z_a, y_a]), ddof=1) / len(z_a)
+    grad = np.array([1 / mu, -1 / mu, -d / mu**2])
+    return d / mu, float(np.sqrt(grad @ sigma @ grad))
+
+
+@pytest.mark.parametrize("difference", [Difference.RELATIVE, Difference.ABSOLUTE])
+def test_cuped_agrees_with_an_independent_computation_on_unit_data(
+        difference: Difference) -> None:
+    data = units()
+    counts, covariates = sums(data)
+    exp = make(("control", "B", "C"), (0.34, 0.33, 0.33), revenue=True)
+    options = SummaryOptions(difference=difference)
+    result = summarise(exp, counts, NONE, options, covariates=covariates)
+    plain = summarise(exp, counts, NONE, options)
+    for c, p in zip(result.comparisons, plain.comparisons, strict=True):
+        goal = 1 if c.goal == "checkout" else 2
+        theta = ols_theta(data, goal)
+        assert c.cuped is not None and c.cuped.theta == pytest.approx(theta, rel=1e-6)
+        assert c.cuped.unadjusted == p.outcome and c.cuped.coverage == 1.0
+        (x_a, *ys_a), (x_b, *ys_b) = data["control"], data[c.arm]
+        y_a, y_b = ys_a[goal - 1], ys_b[goal - 1]
+        z_a, z_b = y_a - theta * x_a, y_b - theta * x_b
+        assert isinstance(c.outcome, Estimate)
+        if difference is Difference.ABSOLUTE:
+            point = z_b.mean() - z_a.mean()
+            se = np.sqrt(z_b.var(ddof=1) / len(z_b) + z_a.var(ddof=1) / len(z_a))
+            baseline = np.sqrt(y_b.var(ddof=1) / len(y_b) + y_a.var(ddof=1) / len(y_a))
+            # Welch's t-test on the adjusted values (theta taken as known) is the fixed test
+            welch = scipy_stats.ttest_ind(z_b, z_a, equal_var=False)
+            assert c.fixed is not None and c.fixed.p == pytest.approx(welch.pvalue, abs=1e-9)
+        else:
+            point, se = delta_relative(z_b, z_a, y_a)
+            _, baseline = delta_relative(y_b, y_a, y_a)
+        assert c.outcome.point == pytest.approx(point, rel=1e-6, abs=1e-9)
+        assert c.outcome.se == pytest.approx(se, rel=1e-6)
+        assert c.cuped.variance_reduction == pytest.approx(1 - se**2 / baseline**2, abs=1e-6)
+        assert c.cuped.variance_reduction > 0.02   # x is informative in this data
+        assert c.outcome.se < p.outcome.se * 1.0001  # type: ignore[union-attr]
+        # the tests, the intervals and the decision all read the adjusted estimate
+        assert c.sequential is not None and c.sequential.estimate == c.outcome
+
+
+def test_without_covariates_or_with_cuped_off_the_results_are_unchanged() -> None:
+    data = units(seed=3)
+    counts, covariates = sums(data)
+    exp = make(("control", "B", "C"), (0.34, 0.33, 0.33), revenue=True)
+    plain = summarise(exp, counts, NONE)
+    assert all(c.cuped is None for c in plain.comparisons)
+    off = summarise(exp, counts, NONE, SummaryOptions(cuped=False), covariates=covariates)
+    assert off.comparisons == plain.comparisons and off.decision == plain.decision
+    # x the same for every unit: nothing to adjust with
+    flat = {arm: Covariate(ArmStats(c.x.n, 2.0 * c.x.n, 4.0 * c.x.n),
+                           {g: 2.0 * counts[arm][g].sum for g in c.sum_xy})
+            for arm, c in covariates.items()}
+    assert summarise(exp, counts, NONE, covariates=flat).comparisons == plain.comparisons
+    # an arm without any recorded covariate (old data): no CUPED for any comparison
+    partial = dict(covariates, C=Covariate(ArmStats(covariates["C"].x.n), {}, known=0))
+    assert summarise(exp, counts, NONE, covariates=partial).comparisons == plain.comparisons
+    rows = plain.csv_rows()
+    assert rows[0] == CSV_HEADER
+    assert all(c["cuped"] is None for c in plain.to_json_dict()["comparisons"])
+
+
+def test_cuped_is_labelled_in_the_decision_json_and_csv() -> None:
+    data = units(seed=11, arms=(("control", 20_000, 0.0), ("B", 20_000, 0.25)))
+    counts, covariates = sums(data)
+    result = summarise(make(revenue=True), counts, NONE, covariates=covariates)
+    primary = result.comparisons[0]
+    assert primary.cuped is not None and result.decision.kind is DecisionKind.SHIP
+    assert re.fullmatch(
+        r"B beats control on checkout: \+\d+\.\d% \(97\.5% CI \+\d+\.\d% to \+\d+\.\d%\), "
+        r"sequential p [<=] 0\.\d+ \(holm over 2 comparisons\); CUPED: variance -\d+%, "
+        r"unadjusted \+\d+\.\d%", result.decision.text), result.decision.text
+    assert f"variance {-primary.cuped.variance_reduction * 100:+.0f}%" in result.decision.text
+    data_json = json.loads(json.dumps(result.to_json_dict(), allow_nan=False))
+    cuped = data_json["comparisons"][0]["cuped"]
+    assert set(cuped) == {"theta", "variance_reduction", "unadjusted", "coverage"}
+    assert cuped["unadjusted"]["point"] == primary.cuped.unadjusted.point
+    assert data_json["options"]["cuped"] is True
+    rows = result.csv_rows()
+    assert rows[0] == CSV_HEADER + CSV_CUPED_HEADER
+    b = dict(zip(rows[0], rows[2], strict=True))
+    assert float(b["cuped_variance_reduction"]) == pytest.approx(
+        primary.cuped.variance_reduction)
+    assert float(b["effect_unadjusted"]) == pytest.approx(primary.cuped.unadjusted.point)
+    assert dict(zip(rows[0], rows[1], strict=True))["cuped_theta"] == ""   # the control
+
+
+def test_covariates_that_do_not_fit_raise() -> None:
+    counts, covariates = sums(units(seed=5, arms=(("control", 50, 0.0), ("B", 60, 0.0))))
+    exp = make(revenue=True)
+    wrong_n = dict(covariates, B=Covariate(ArmStats(59, 1.0, 1.0), {}))
+    with pytest.raises(ValueError, match="arm 'B' has 60 units but its covariate has n = 59"):
+        summarise(exp, counts, NONE, covariates=wrong_n)
+    with pytest.raises(ValueError, match="covariate for unknown arm 'C'"):
+        summarise(exp, counts, NONE, covariates=dict(covariates, C=covariates["B"]))
+    with pytest.raises(ValueError, match="unknown goal 'signup'"):
+        summarise(exp, counts, NONE, covariates=dict(covariates, B=Covariate(
+            covariates["B"].x, {"signup": 1.0})))

@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, date, datetime
 
+import numpy as np
 import pytest
 from redis.asyncio import Redis
 
 from experiments.model import parse_experiment
+from proxy.experiment_runtime import COVARIATE_CAP
 from proxy.results.demo import seed_demo_history, seed_url, simulate
 from proxy.results.summary import build_report
-from proxy.store.events import Exposure, WeightChange
+from proxy.store.events import Conversion, Exposure, WeightChange
 from proxy.store.experiment_counts import CountsReader
 from tests.store_fixtures import embedded_valkey, store_url
 
@@ -40,6 +42,16 @@ def test_same_seed_same_history_and_days_count_back_from_today() -> None:
     assert days == ["2026-11-19", "2026-11-20", "2026-11-21"]  # today is left to live traffic
 
 
+def test_visitors_carry_previous_visits_that_go_with_converting() -> None:
+    events = simulate(HERO, today=TODAY, days=7, seed=4, visitors_per_day=1000)
+    exposures = [e for e in events if isinstance(e, Exposure)]
+    xs = np.array([e.covariate for e in exposures], dtype=float)
+    assert 0.3 < np.mean(xs > 0) < 0.6 and xs.max() <= COVARIATE_CAP
+    buyers = [e.covariate for e in events if isinstance(e, Conversion)
+              and e.goal == "checkout"]
+    assert np.mean(buyers) > 1.5 * np.mean(xs)   # returning visitors convert more
+
+
 def test_bandit_history_records_one_weight_change_a_day_and_tags_exposures() -> None:
     events = simulate(BANNER, today=TODAY, days=5, seed=3, visitors_per_day=300)
     changes = [e for e in events if isinstance(e, WeightChange)]
@@ -63,6 +75,10 @@ def test_seeding_writes_once_and_reads_back_as_trustworthy_results(store_url: st
             assert report.result is not None, report.problem
             assert report.decision_kind != "sample_ratio_mismatch", report.decision_text
             assert report.warnings == ()
+            # returning visitors convert more: CUPED with previous visits reduces variance
+            adjusted = [c.cuped for c in report.result.comparisons]
+            assert all(a is not None and a.coverage == 1.0 for a in adjusted)
+            assert all(a.variance_reduction > 0.01 for a in adjusted if a is not None)
         assert len((await reader.read(BANNER)).weights.periods) == 10
         await client.aclose()
 

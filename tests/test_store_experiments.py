@@ -25,7 +25,13 @@ from proxy.store import keys as keys_module
 from proxy.store.client import connect
 from proxy.store.embedded import _free_port
 from proxy.store.events import Conversion, Exposure, Guardrail, WeightChange, period_id
-from proxy.store.experiment_counts import CountsReader, GoalTotals, GuardrailTotals, decode
+from proxy.store.experiment_counts import (
+    CountsReader,
+    CovariateTotals,
+    GoalTotals,
+    GuardrailTotals,
+    decode,
+)
 from proxy.store.keys import COUNTER_TTL, Command, Keyspace
 from tests.store_fixtures import embedded_valkey, store_url
 
@@ -76,6 +82,23 @@ def test_each_event_becomes_documented_commands() -> None:
     assert trim == Command("LTRIM", push.key, (-keys_module.WEIGHT_LOG_CAP, -1))
     assert expire == Command("EXPIRE", push.key, (COUNTER_TTL,))
     assert Conversion.binary("hero", "checkout", "B", D1).value_sq_delta == 1.0
+
+
+def test_the_covariate_adds_its_sums_and_nothing_without_one() -> None:
+    units, goal = "kairos:{exp:hero}:units:" + D1, "kairos:{exp:hero}:goal:revenue:" + D1
+    exposure = KS.commands_for(Exposure("hero", "B", D1, 0.5, covariate=3.0))
+    assert [c for c in exposure if c.key == units and str(c.args[0]).startswith("B:x")] == [
+        Command("HINCRBY", units, ("B:xn", 1)), Command("HINCRBYFLOAT", units, ("B:x", 3.0)),
+        Command("HINCRBYFLOAT", units, ("B:xsq", 9.0))]
+    conversion = KS.commands_for(Conversion.revenue("hero", "revenue", "B", D1, 5.0, 10.0,
+                                                    covariate=3.0))
+    assert Command("HINCRBYFLOAT", goal, ("B:xy", 15.0)) in conversion
+    # without a covariate: exactly the commands of before
+    assert not any(str(c.args[0]).startswith("B:x") for e in (
+        Exposure("hero", "B", D1, 0.5), Conversion.binary("hero", "checkout", "B", D1))
+        for c in KS.commands_for(e) if c.args)
+    with pytest.raises(ValueError, match=r"Exposure\.covariate"):
+        Exposure("hero", "B", D1, 0.5, covariate=float("inf"))
 
 
 @pytest.mark.parametrize("make, message", [
@@ -154,6 +177,50 @@ def test_counts_read_back_exactly(store_url: str) -> None:
         await store.close()
 
     run(body())
+
+
+def test_covariate_sums_read_back_exactly(store_url: str) -> None:
+    """Previous visits x: control 0 and 2 (the latter buys 10), B 1, 3 and one exposed
+    before covariates were recorded (no x; buys 20); B's x = 3 visitor buys 10 + 5 over two
+    days and converts. sum_xy is over visitors: 3 * 15 for B's revenue."""
+    async def body() -> None:
+        store = await Store.open(MANUAL, store_url)
+        record_history(store)   # earlier data without covariates: x counts as 0 there
+        for arm, day, x in [("control", D1, 0.0), ("control", D2, 2.0), ("B", D1, 1.0),
+                            ("B", D1, 3.0)]:
+            store.record(Exposure("hero", arm, day, 0.5, covariate=x))
+        store.record(Exposure("hero", "B", D2, 0.5))
+        store.record(Conversion.revenue("hero", "revenue", "control", D2, 10.0, 0.0, 2.0))
+        store.record(Conversion.revenue("hero", "revenue", "B", D1, 10.0, 0.0, 3.0))
+        store.record(Conversion.revenue("hero", "revenue", "B", D2, 5.0, 10.0, 3.0))
+        store.record(Conversion.revenue("hero", "revenue", "B", D2, 20.0, 0.0))
+        store.record(Conversion.binary("hero", "checkout", "B", D2, 3.0))
+        assert await store.flush()
+        counts = await CountsReader.of(store).read(HERO)
+        assert counts.has_covariate and counts.ignored == ()
+        assert counts.days[0].covariates == {"control": CovariateTotals(1, 0.0, 0.0),
+                                             "B": CovariateTotals(2, 4.0, 10.0)}
+        assert counts.covariate_totals() == {"control": CovariateTotals(2, 2.0, 4.0),
+                                             "B": CovariateTotals(2, 4.0, 10.0)}
+        assert counts.goal_totals("revenue")["B"].sum_xy == 45.0
+        assert counts.goal_totals("checkout")["B"].sum_xy == 3.0
+        covariates = counts.covariates()
+        assert covariates is not None
+        assert covariates["B"].x == ArmStats(4 + 3, 4.0, 10.0) and covariates["B"].known == 2
+        assert covariates["B"].sum_xy == {"checkout": 3.0, "revenue": 45.0}
+        assert covariates["control"].x == ArmStats(3 + 2, 2.0, 4.0)
+        assert covariates["control"].sum_xy == {"checkout": 0.0, "revenue": 20.0}
+        await store.close()
+
+    run(body())
+
+
+def test_counts_without_a_covariate_have_none() -> None:
+    counts = decode(HERO, [D1], [{b"control": b"2", b"B": b"1"}, {},
+                                 {b"B:n": b"1", b"B:sum": b"1", b"B:sumsq": b"1"}, {}, []])
+    assert not counts.has_covariate and counts.covariates() is None
+    assert counts.goal_totals("checkout")["B"] == GoalTotals(1, 1.0, 1.0, 0.0)
+    assert counts.days[0].covariates == {}
 
 
 def test_a_window_reads_its_days_and_names_a_contradiction(store_url: str) -> None:

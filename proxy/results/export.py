@@ -3,7 +3,9 @@ daily counts, for the analyst's own tools.
 
 Pure: reports in, text out. The JSON carries the statistics Kairos computed *and* the raw
 daily counts they came from, so anyone can recompute them; the CSV carries the counts only,
-one row per day, arm and goal (a tidy table: filter and sum in any tool).
+one row per day, arm and goal (a tidy table: filter and sum in any tool). Counts with the
+CUPED covariate (previous visits) add its sums, to the JSON's daily entries and as four more
+CSV columns; counts without it give exactly the documents they always gave.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Any
 
 from experiments.model import Goal
 from proxy.results.summary import ExperimentReport, allocation_text
-from proxy.store.experiment_counts import DayCounts
+from proxy.store.experiment_counts import CovariateTotals, DayCounts
 
 SCHEMA = "kairos.results/1"
 CSV_HEADER = ("experiment", "day", "arm", "units", "goal", "conversions", "sum", "sum_squares")
+# Appended when some experiment's counts carry the CUPED covariate x (SCHEMA.md).
+CSV_COVARIATE_HEADER = ("x_units", "x_sum", "x_sum_squares", "sum_xy")
 
 
 def document(reports: Sequence[ExperimentReport], generated_at: datetime, *,
@@ -60,7 +64,7 @@ def experiment_dict(report: ExperimentReport) -> dict[str, Any]:
                      "trustworthy": not report.untrusted and report.result is not None},
         "warnings": list(report.warnings),
         "summary": None if report.result is None else report.result.to_json_dict(),
-        "daily": [_day(d, exp.goals) for d in counts.days],
+        "daily": [_day(d, exp.goals, counts.has_covariate) for d in counts.days],
         "weights": [{"at": p.start.isoformat(), "weights": dict(zip(counts.arms, p.weights,
                                                                     strict=True))}
                     for p in counts.weights.periods],
@@ -71,14 +75,19 @@ def experiment_dict(report: ExperimentReport) -> dict[str, Any]:
     }
 
 
-def _day(d: DayCounts, goals: Sequence[Goal]) -> dict[str, Any]:
-    return {
+def _day(d: DayCounts, goals: Sequence[Goal], covariate: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "day": d.day,
         "units": dict(d.units),
         "goals": {g.id: {arm: {"conversions": t.conversions, "sum": t.sum,
-                               "sum_squares": t.sum_squares}
+                               "sum_squares": t.sum_squares,
+                               **({"sum_xy": t.sum_xy} if covariate else {})}
                          for arm, t in d.goals.get(g.id, {}).items()} for g in goals},
     }
+    if covariate:
+        out["covariate"] = {arm: {"units": x.units, "sum": x.sum, "sum_squares": x.sum_squares}
+                            for arm, x in d.covariates.items()}
+    return out
 
 
 def daily_csv(reports: Sequence[ExperimentReport]) -> str:
@@ -86,21 +95,28 @@ def daily_csv(reports: Sequence[ExperimentReport]) -> str:
 
     ``units`` are visitors first exposed that day (repeated on each goal's row: sum it over
     the rows of one goal). ``sum_squares`` of one day is a sum of deltas; only sums from the
-    first day on are sums of squared per-visitor totals (SCHEMA.md explains).
+    first day on are sums of squared per-visitor totals (SCHEMA.md explains). When some
+    counts carry the CUPED covariate, four columns follow: units with a covariate, sum of x
+    and of x^2 (per day and arm, repeated like ``units``), and the goal's sum of x * value.
     """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
+    covariate = any(r.counts.has_covariate for r in reports)
+    writer.writerow(CSV_HEADER + (CSV_COVARIATE_HEADER if covariate else ()))
     for r in reports:
         for d in r.counts.days:
             for arm in r.counts.arms:
                 units = d.units.get(arm, 0)
+                x = d.covariates.get(arm, CovariateTotals())
                 for goal in r.counts.goals:
                     t = d.goals.get(goal, {}).get(arm)
-                    writer.writerow([r.id, d.day, arm, units, goal,
-                                     0 if t is None else t.conversions,
-                                     _number(0.0 if t is None else t.sum),
-                                     _number(0.0 if t is None else t.sum_squares)])
+                    row = [r.id, d.day, arm, units, goal, 0 if t is None else t.conversions,
+                           _number(0.0 if t is None else t.sum),
+                           _number(0.0 if t is None else t.sum_squares)]
+                    if covariate:
+                        row += [x.units, _number(x.sum), _number(x.sum_squares),
+                                _number(0.0 if t is None else t.sum_xy)]
+                    writer.writerow(row)
     return out.getvalue()
 
 

@@ -18,6 +18,7 @@ from proxy.results.figures import goal_chart, share_chart
 from proxy.results.summary import (
     ExperimentReport,
     allocation_text,
+    cuped_note,
     format_share,
     goal_table,
     guardrail_table,
@@ -152,8 +153,11 @@ def render_detail(report: ExperimentReport, prefix: str, generated_at: datetime)
 def _goal_section(report: ExperimentReport, goal: Goal) -> str:
     chart = goal_chart(report, goal)
     title = f"{goal.id}{' (primary)' if goal.primary else ''}"
+    note = cuped_note(report, goal)
+    cuped = ("" if note is None
+             else f"<p class=\"meta cuped\">{escape(note[0].upper() + note[1:])}.</p>")
     return (f"<section class=\"goal\" data-goal=\"{escape(goal.id)}\"><h2>{escape(title)}</h2>"
-            f"{_table(goal_table(report, goal))}"
+            f"{_table(goal_table(report, goal))}{cuped}"
             f"{f'<figure>{chart}</figure>' if chart else ''}</section>")
 
 

@@ -4,6 +4,11 @@ Pure: :func:`build_report` takes the counts already read and the time to judge t
 by; the table, the page, the JSON and the CSV all render the same :class:`ExperimentReport`,
 so the terminal and the browser never disagree. Rows are built here (:func:`goal_rows`) for
 the same reason.
+
+Where the counts carry the visitors' pre-exposure covariate (previous visits, recorded by
+:mod:`proxy.experiment_runtime`), the effects are CUPED-adjusted (``summarise`` decides per
+goal) and the tables say so: the effect column is headed "vs control (CUPED)", and two more
+columns give the unadjusted effect and the change in its variance.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ from datetime import datetime
 from enum import StrEnum
 
 from experiments.model import Allocation, Experiment, Goal
-from experiments.report import DecisionKind
+from experiments.report import DecisionKind, variance_change
 from experiments.results import ExperimentResult, SummaryOptions, summarise
 from experiments.stats import ArmStats, Estimate, MetricKind, NotEnoughData
 from proxy.store.experiment_counts import ExperimentCounts
 
 DEFAULT_OPTIONS = SummaryOptions()
 Z95 = 1.959963984540054  # the two-sided 95% normal quantile, for per-arm chart bands
+COVARIATE = "previous visits"  # what x is (proxy.experiment_runtime.pre_exposure_covariate)
 
 
 class Status(StrEnum):
@@ -95,7 +101,7 @@ def build_report(experiment: Experiment, counts: ExperimentCounts, now: datetime
     try:
         cumulative = counts.cumulative()
         result = summarise(experiment, cumulative, history, options,
-                           units_by_period=by_period)
+                           units_by_period=by_period, covariates=counts.covariates())
     except ValueError as exc:
         return ExperimentReport(experiment, counts, status, None, f"cannot analyse: {exc}",
                                 tuple(warnings), since, until)
@@ -119,6 +125,8 @@ class GoalRow:
     chance_to_beat: float | None
     p_best: float | None
     note: str                     # why a comparison is missing ("control", not enough data)
+    unadjusted: float | None = None          # the effect without CUPED, when it is adjusted
+    variance_reduction: float | None = None  # what CUPED took off the effect's variance
 
 
 def goal_rows(report: ExperimentReport, goal: Goal) -> tuple[GoalRow, ...]:
@@ -139,6 +147,9 @@ def goal_rows(report: ExperimentReport, goal: Goal) -> tuple[GoalRow, ...]:
             level = None if c.ci_alpha is None else 1.0 - c.ci_alpha
             row = _with(row, effect=c.outcome.point, ci=ci, ci_level=level, p=c.p_adjusted,
                         chance_to_beat=None if c.bayes is None else c.bayes.chance_to_beat)
+            if c.cuped is not None:
+                row = _with(row, unadjusted=c.cuped.unadjusted.point,
+                            variance_reduction=c.cuped.variance_reduction)
         elif c is not None and isinstance(c.outcome, NotEnoughData):
             row = _with(row, note="not enough data: " + c.outcome.reason.value.replace("_", " "))
         rows.append(row)
@@ -198,18 +209,42 @@ def allocation_text(experiment: Experiment) -> str:
     return "fixed weights " + " / ".join(f"{arm.weight:.0%}" for arm in experiment.arms)
 
 
+def cuped_note(report: ExperimentReport, goal: Goal) -> str | None:
+    """One sentence on the CUPED adjustment of ``goal``'s effects; None when not applied."""
+    result = report.result
+    adjusted = [] if result is None else [c for c in result.comparisons
+                                          if c.goal == goal.id and c.cuped is not None]
+    if not adjusted:
+        return None
+    changes = ", ".join(f"{c.arm} {variance_change(c.cuped.variance_reduction)}"
+                        for c in adjusted if c.cuped is not None)
+    coverage = min(c.cuped.coverage for c in adjusted if c.cuped is not None)
+    known = "" if coverage >= 1.0 else (f"; {coverage * 100:.0f}% of visitors have it, the "
+                                        "others count as 0")
+    return (f"effects adjusted with CUPED for {COVARIATE} before the first exposure "
+            f"(variance of the effect: {changes}{known})")
+
+
 def goal_table(report: ExperimentReport, goal: Goal) -> list[list[str]]:
-    """Header and one row of display strings per arm: what the terminal and the page show."""
+    """Header and one row of display strings per arm: what the terminal and the page show.
+    With CUPED the effect, interval and p are adjusted; two columns give the unadjusted
+    effect and the change in variance."""
     rows = goal_rows(report, goal)
     level = next((r.ci_level for r in rows if r.ci_level is not None), 0.95)
+    cuped = any(r.variance_reduction is not None for r in rows)
     out = [["arm", "visitors", "conversions", "rate" if goal.binary else "mean",
-            "vs control", f"{level * 100:.4g}% CI", "p", "chance to beat", "P(best)"]]
+            "vs control (CUPED)" if cuped else "vs control", f"{level * 100:.4g}% CI", "p",
+            "chance to beat", "P(best)", *(("unadjusted", "CUPED variance") if cuped else ())]]
     for r in rows:
         ci = "-" if r.ci is None else (f"{format_effect(r.ci[0], report)} to "
                                        f"{format_effect(r.ci[1], report)}")
-        out.append([r.arm, f"{r.units:,}", f"{r.conversions:,}", format_value(goal, r.value),
-                    r.note if r.note else format_effect(r.effect, report), ci, format_p(r.p),
-                    format_share(r.chance_to_beat), format_share(r.p_best)])
+        row = [r.arm, f"{r.units:,}", f"{r.conversions:,}", format_value(goal, r.value),
+               r.note if r.note else format_effect(r.effect, report), ci, format_p(r.p),
+               format_share(r.chance_to_beat), format_share(r.p_best)]
+        if cuped:
+            row += [format_effect(r.unadjusted, report), "-" if r.variance_reduction is None
+                    else variance_change(r.variance_reduction)]
+        out.append(row)
     return out
 
 

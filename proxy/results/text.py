@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from proxy.results.summary import (
     ExperimentReport,
     allocation_text,
+    cuped_note,
     goal_table,
     guardrail_table,
 )
@@ -33,6 +34,9 @@ def experiment_text(report: ExperimentReport) -> str:
         lines += ["", f"  {goal.id} ({'primary; ' if goal.primary else ''}"
                       f"{'conversion rate' if goal.binary else 'mean per visitor'})"]
         lines += _indent(table(goal_table(report, goal)))
+        note = cuped_note(report, goal)
+        if note is not None:
+            lines.append(f"    {note}")
     guardrails = guardrail_table(report)
     if guardrails is not None:
         lines += ["", "  guardrails", *_indent(table(guardrails))]

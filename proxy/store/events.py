@@ -80,6 +80,9 @@ class Exposure:
     moment (its weight; after a bandit update, the bandit's weight); its inverse is summed
     per arm, the inverse-propensity total that offline evaluation of another policy needs.
     ``period`` is :func:`period_id` of the bandit weights in force, "" for fixed weights.
+    ``covariate`` is the visitor's pre-exposure covariate x for CUPED (statistics.md, "Health
+    checks"; :mod:`proxy.experiment_runtime` says which x), None when it is not known: the
+    store then counts the unit without x (``<arm>:xn``, ``:x``, ``:xsq`` stay as they are).
     """
 
     experiment: str
@@ -87,10 +90,13 @@ class Exposure:
     day: str
     probability: float
     period: str = ""
+    covariate: float | None = None
 
     def __post_init__(self) -> None:
         check_day(self.day, "Exposure.day")
         _finite(self.probability, "Exposure.probability")
+        if self.covariate is not None:
+            _finite(self.covariate, "Exposure.covariate")
         if not 0.0 < self.probability <= 1.0:
             raise ValueError(f"Exposure.probability = {self.probability!r} is not valid: "
                              "expected a chance in (0, 1]")
@@ -105,6 +111,11 @@ class Conversion:
     visitor's running total t from the cookie and sends ``value`` = v and
     ``value_sq_delta`` = (t + v)^2 - t^2: summed over a visitor's conversions the deltas
     telescope to (total)^2. Build them with :meth:`revenue` and :meth:`binary`.
+
+    CUPED needs sum over visitors of x * total, x being the visitor's pre-exposure covariate
+    (the one its :class:`Exposure` carried). ``covariate`` = x, remembered in the cookie,
+    makes the store add x * v to ``<arm>:xy``: over a visitor's conversions that telescopes
+    to x * total. None (x not known) adds nothing there.
     """
 
     experiment: str
@@ -113,23 +124,28 @@ class Conversion:
     day: str
     value: float = 1.0
     value_sq_delta: float = 1.0
+    covariate: float | None = None
 
     def __post_init__(self) -> None:
         check_day(self.day, "Conversion.day")
         _finite(self.value, "Conversion.value")
         _finite(self.value_sq_delta, "Conversion.value_sq_delta")
+        if self.covariate is not None:
+            _finite(self.covariate, "Conversion.covariate")
 
     @classmethod
-    def binary(cls, experiment: str, goal: str, arm: str, day: str) -> Conversion:
+    def binary(cls, experiment: str, goal: str, arm: str, day: str,
+               covariate: float | None = None) -> Conversion:
         """A converted-or-not goal: y = 1 once per visitor (the cookie deduplicates)."""
-        return cls(experiment, goal, arm, day, 1.0, 1.0)
+        return cls(experiment, goal, arm, day, 1.0, 1.0, covariate)
 
     @classmethod
     def revenue(cls, experiment: str, goal: str, arm: str, day: str, value: float,
-                previous_total: float) -> Conversion:
+                previous_total: float, covariate: float | None = None) -> Conversion:
         """``value`` added to a visitor whose total so far in this goal is ``previous_total``;
         v (2t + v) is (t + v)^2 - t^2 without the cancellation of two large squares."""
-        return cls(experiment, goal, arm, day, value, value * (2.0 * previous_total + value))
+        return cls(experiment, goal, arm, day, value, value * (2.0 * previous_total + value),
+                   covariate)
 
 
 @dataclass(frozen=True, slots=True)

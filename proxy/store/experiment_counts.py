@@ -10,6 +10,11 @@ sum of squares arrives as telescoping deltas of per-visitor totals. So one day's
 not an :class:`ArmStats` of that day's visitors (a visitor exposed on Monday may buy on
 Tuesday); cumulative numbers from the first day are, exactly: :meth:`cumulative` and
 :meth:`series` give those.
+
+For CUPED the units hash also holds, per arm, how many units came with a pre-exposure
+covariate x and the sums of x and x^2, and each goal hash the sum of x * value
+(:meth:`ExperimentCounts.covariates` turns them into what ``summarise`` takes). Absent
+fields mean no covariate was recorded (data older than covariates, segment exposures).
 """
 
 from __future__ import annotations
@@ -23,24 +28,48 @@ from typing import Any
 
 from experiments.history import WeightHistory
 from experiments.model import Experiment
+from experiments.results import Covariate
 from experiments.stats import ArmStats
 from proxy.store.client import StoreClient, translated
-from proxy.store.keys import INVERSE_P, PERIOD_FIELD, Keyspace
+from proxy.store.keys import (
+    COVARIATE_SQ,
+    COVARIATE_SUM,
+    COVARIATE_UNITS,
+    COVARIATE_XY,
+    INVERSE_P,
+    PERIOD_FIELD,
+    Keyspace,
+)
 
 log = logging.getLogger("kairos.store")
 
 
 @dataclass(frozen=True, slots=True)
 class GoalTotals:
-    """One goal, one arm, one day: conversion events, sum of values, sum of square deltas."""
+    """One goal, one arm, one day: conversion events, sum of values, sum of square deltas,
+    and sum of covariate x * value (0 where no conversion carried x)."""
 
     conversions: int = 0
     sum: float = 0.0
     sum_squares: float = 0.0
+    sum_xy: float = 0.0
 
     def __add__(self, other: GoalTotals) -> GoalTotals:
         return GoalTotals(self.conversions + other.conversions, self.sum + other.sum,
-                          self.sum_squares + other.sum_squares)
+                          self.sum_squares + other.sum_squares, self.sum_xy + other.sum_xy)
+
+
+@dataclass(frozen=True, slots=True)
+class CovariateTotals:
+    """One arm, one day: units exposed with a known covariate x, sum of x, sum of x^2."""
+
+    units: int = 0
+    sum: float = 0.0
+    sum_squares: float = 0.0
+
+    def __add__(self, other: CovariateTotals) -> CovariateTotals:
+        return CovariateTotals(self.units + other.units, self.sum + other.sum,
+                               self.sum_squares + other.sum_squares)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +102,7 @@ class DayCounts:
     periods: Mapping[str, int]                         # weight period id -> units, all arms
     goals: Mapping[str, Mapping[str, GoalTotals]]      # goal -> arm -> totals
     guardrails: Mapping[str, GuardrailTotals]          # arm -> totals
+    covariates: Mapping[str, CovariateTotals] = field(default_factory=dict)  # arm -> x sums
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +125,42 @@ class ExperimentCounts:
         for d in self.days:
             for arm, totals in d.goals.get(goal, {}).items():
                 out[arm] = out[arm] + totals
+        return out
+
+    def covariate_totals(self) -> dict[str, CovariateTotals]:
+        out = {arm: CovariateTotals() for arm in self.arms}
+        for d in self.days:
+            for arm, totals in d.covariates.items():
+                out[arm] = out[arm] + totals
+        return out
+
+    @property
+    def has_covariate(self) -> bool:
+        """Whether any exposure in these days carried a covariate."""
+        return any(d.covariates for d in self.days)
+
+    def covariates(self) -> dict[str, Covariate] | None:
+        """arm -> CUPED covariate over all days (``summarise(covariates=...)``); None when no
+        exposure carried one. Units exposed without x count as x = 0 (their conversions
+        carried none either, so their x * y is 0 too): a fixed pre-exposure function of the
+        unit, which keeps the adjustment unbiased; ``known`` says how many had a real x."""
+        if not self.has_covariate:
+            return None
+        units, xs = self.units(), self.covariate_totals()
+        out = {}
+        for arm in self.arms:
+            x = xs[arm]
+            where = f"{self.experiment}: arm {arm!r}, covariate"
+            try:
+                stats = ArmStats(units[arm], x.sum, x.sum_squares)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {units[arm]} units do not fit {x.units} units "
+                                 f"with a covariate ({exc})") from None
+            if x.units > units[arm]:
+                raise ValueError(f"{where}: {x.units} units with a covariate but only "
+                                 f"{units[arm]} units")
+            out[arm] = Covariate(stats, {goal: self.goal_totals(goal)[arm].sum_xy
+                                         for goal in self.goals}, x.units)
         return out
 
     def guardrail_totals(self) -> dict[str, GuardrailTotals]:
@@ -213,6 +279,7 @@ def decode(experiment: Experiment, days: Sequence[str],
                      if k.startswith(PERIOD_FIELD)},
             goals={g: _goal_totals(h, arms) for g, h in zip(goals, goal_hashes, strict=True)},
             guardrails=_guardrails(guard, arms),
+            covariates=_covariates(units, arms),
         ))
         ignored.update(f"arm {k.partition(':')[0]!r} (not in the definition)"
                        for h in (units, guard, *goal_hashes) for k in h
@@ -232,8 +299,16 @@ def _hash(raw: Mapping[Any, Any]) -> dict[str, str]:
 
 def _goal_totals(h: Mapping[str, str], arms: tuple[str, ...]) -> dict[str, GoalTotals]:
     return {a: GoalTotals(int(h.get(f"{a}:n", 0)), float(h.get(f"{a}:sum", 0.0)),
-                          float(h.get(f"{a}:sumsq", 0.0)))
+                          float(h.get(f"{a}:sumsq", 0.0)),
+                          float(h.get(f"{a}:{COVARIATE_XY}", 0.0)))
             for a in arms if f"{a}:n" in h}
+
+
+def _covariates(h: Mapping[str, str], arms: tuple[str, ...]) -> dict[str, CovariateTotals]:
+    return {a: CovariateTotals(int(h[f"{a}:{COVARIATE_UNITS}"]),
+                               float(h.get(f"{a}:{COVARIATE_SUM}", 0.0)),
+                               float(h.get(f"{a}:{COVARIATE_SQ}", 0.0)))
+            for a in arms if f"{a}:{COVARIATE_UNITS}" in h}
 
 
 def _guardrails(h: Mapping[str, str], arms: tuple[str, ...]) -> dict[str, GuardrailTotals]:

@@ -53,6 +53,11 @@ OPS: dict[str, int] = {"INCRBY": 1, "HINCRBY": 2, "INCRBYFLOAT": 1, "HINCRBYFLOA
 # contain ":", so these cannot collide with the plain "<arm>" field of the units hash).
 PERIOD_FIELD = "period:"   # units hash: "period:<period id>" -> units of all arms
 INVERSE_P = "inv_p"        # units hash: "<arm>:inv_p" -> sum of 1 / probability
+# CUPED's pre-exposure covariate x (Exposure.covariate, Conversion.covariate):
+COVARIATE_UNITS = "xn"     # units hash: "<arm>:xn" -> units exposed with a known x
+COVARIATE_SUM = "x"        # units hash: "<arm>:x" -> sum of x
+COVARIATE_SQ = "xsq"       # units hash: "<arm>:xsq" -> sum of x^2
+COVARIATE_XY = "xy"        # goal hash: "<arm>:xy" -> sum of x * value
 
 # Braces, colons and blanks; a regex because the flusher checks every name of every event.
 _FORBIDDEN = re.compile(r"[{}:\s]")
@@ -134,12 +139,14 @@ class Keyspace:
 
     def units(self, experiment: str, day: str) -> str:
         """Hash "<arm>" -> visitors first exposed on ``day``, "<arm>:inv_p" -> sum of their
-        1 / probability, "period:<id>" -> visitors of all arms exposed in that weight period."""
+        1 / probability, "period:<id>" -> visitors of all arms exposed in that weight period;
+        "<arm>:xn", "<arm>:x", "<arm>:xsq" -> visitors with a known covariate x, sum of x and
+        of x^2 (CUPED)."""
         return self.key(self.experiment_tag(experiment), "units", check_part(day, "day"))
 
     def goal(self, experiment: str, goal: str, day: str) -> str:
         """Hash "<arm>:n" conversions, "<arm>:sum" sum of values, "<arm>:sumsq" sum of the
-        squared-total deltas, of ``goal`` on ``day``."""
+        squared-total deltas, "<arm>:xy" sum of covariate x * value, of ``goal`` on ``day``."""
         return self.key(self.experiment_tag(experiment), "goal", check_part(goal, "goal"),
                         check_part(day, "day"))
 
@@ -173,10 +180,13 @@ class Keyspace:
         if isinstance(event, Conversion):
             key = self.goal(event.experiment, event.goal, event.day)
             arm = check_part(event.arm, "arm")
+            xy = () if event.covariate is None else (Command(
+                "HINCRBYFLOAT", key, (f"{arm}:{COVARIATE_XY}",
+                                      float(event.covariate) * float(event.value))),)
             return (Command("HINCRBY", key, (f"{arm}:n", 1)),
                     Command("HINCRBYFLOAT", key, (f"{arm}:sum", float(event.value))),
                     Command("HINCRBYFLOAT", key, (f"{arm}:sumsq", float(event.value_sq_delta))),
-                    *self._day_seen(event.experiment, event.day, 0),
+                    *xy, *self._day_seen(event.experiment, event.day, 0),
                     Command("EXPIRE", key, (COUNTER_TTL,)))
         if isinstance(event, Guardrail):
             return self._guardrail(event)
@@ -197,6 +207,11 @@ class Keyspace:
         if event.period:
             out.append(Command("HINCRBY", key,
                                (PERIOD_FIELD + check_part(event.period, "period"), 1)))
+        if event.covariate is not None:
+            x = float(event.covariate)
+            out += [Command("HINCRBY", key, (f"{arm}:{COVARIATE_UNITS}", 1)),
+                    Command("HINCRBYFLOAT", key, (f"{arm}:{COVARIATE_SUM}", x)),
+                    Command("HINCRBYFLOAT", key, (f"{arm}:{COVARIATE_SQ}", x * x))]
         if "@" in event.experiment:   # a segment of an optimised rule: index it
             index = self.segments(event.experiment.partition("@")[0])
             out += [Command("HINCRBY", index, (event.experiment, 1)),
