@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from . import client_ip, codings, page
+from .cache import CacheEntry, CacheState, EdgeCache, conditional_headers, served_headers
 from .config import Config
 from .errors import BadRequest, MethodNotAllowed, ProxyError, UpstreamError
 from .experimentation import NOTHING, PREVIEW_PARAM, Experimentation
@@ -30,6 +31,7 @@ from .headers import (
     upstream_request_headers,
 )
 from .metrics import Metrics
+from .page_cache import Revalidator
 from .responses import http_date, respond
 from .upstream import Upstream, UpstreamRequest, UpstreamResponse
 from .visitor import Visitors, is_page_view
@@ -71,6 +73,13 @@ class HttpProxy:
         self.visitors = visitors
         self.experiments = experiments
         self.record = record   # the store's buffer: never awaited (Redis off the request path)
+        self.cache: EdgeCache | None = None
+        self.revalidator: Revalidator | None = None
+        if config.cache.enabled:
+            self.cache = EdgeCache(config.cache.max_mb * 1024 * 1024,
+                                   config.cache.serve_stale_seconds)
+            self.revalidator = Revalidator(self.cache, upstream, config.upstream_origin,
+                                           config.limits.max_rewrite_bytes, metrics)
         self.trusted = client_ip.TrustedNetworks(config.server.trusted_proxies)
         self.via = f"1.1 {config.server.via_name}".encode()
         self.origin = config.upstream_origin   # parsed once, compared on every redirect
@@ -136,6 +145,10 @@ class _Exchange:
         self.outcome = VisitorOutcome(proxy.visitors, proxy.experiments, proxy.metrics,
                                       proxy.record)
         self.upstream_ms = 0.0
+        self.keyed: tuple[str, bytes, bytes, RawHeaders] | None = None   # the cache key
+        self.generation: int | None = None   # the cache's purge generation at lookup
+        self.origin: RawHeaders = []         # the origin's headers, before the visitor's
+        self.request_time: float | None = None
         self.sent_bytes = 0
         self.status = 0
         self.task: asyncio.Task[Any] | None = None
@@ -228,16 +241,45 @@ class _Exchange:
                 query = without_param(query, PREVIEW_PARAM.encode())
             if query:
                 target = target + b"?" + query
-        t0 = time.perf_counter()
-        response = await proxy.upstream.send(UpstreamRequest(
-            method=self.method, target=target, headers=up_headers, body=body,
-            content_length=length,
-        ))
-        elapsed = time.perf_counter() - t0
-        self.upstream_ms = elapsed * 1000.0
-        proxy.metrics.upstream_latency.observe(elapsed)
+        cache, found = proxy.cache, None
+        if cache is not None and request is not None and wants_page and body is None:
+            self.keyed = (client.scheme, public_host, target, up_headers)
+            found = cache.lookup(client.scheme, public_host, target, up_headers, time.time())
+            if found.entry is not None and found.state is not CacheState.MUST_REVALIDATE:
+                if found.start_revalidation and proxy.revalidator is not None:
+                    proxy.revalidator.later(found.entry, *self.keyed)
+                await self._send_cached(found.entry, request)
+                return
+            self.generation = found.generation
+        sent_at = time.time()
+        stale = found.entry if found is not None else None
         try:
+            response = await self._send_upstream(target, up_headers, body, length, stale)
+        except ProxyError:
+            if stale is not None and cache is not None and cache.stale_on_error(stale,
+                                                                                time.time()):
+                await self._send_cached(stale, request)   # type: ignore[arg-type]
+                return
+            raise
+        try:
+            if stale is not None and cache is not None and request is not None:
+                if response.status == 304:
+                    origin = self._origin_headers(response, client.scheme, public_host)
+                    entry = cache.refresh(stale, up_headers, origin, time.time(),
+                                          request_time=sent_at)
+                    if entry is not None:
+                        await self._send_cached(entry, request)
+                        return
+                    await response.aclose()   # another validator: fetch the page afresh
+                    response = await self._send_upstream(target, up_headers, None, None, None)
+                elif response.status >= 500 and cache.stale_on_error(stale, time.time()):
+                    await self._send_cached(stale, request)
+                    return
+            self.request_time = sent_at
             out = self._response_headers(response, client.scheme, public_host)
+            if cache is not None and self.method not in ("GET", "HEAD"):
+                cache.invalidate_after(self.method, response.status, client.scheme,
+                                       public_host, target)
             if request is not None and wants_page and page.may_rewrite(
                     response.status, out, proxy.config.limits.max_rewrite_bytes):
                 await self._send_page(response, out, request)
@@ -245,6 +287,27 @@ class _Exchange:
                 await self._stream(response, out)
         finally:
             await response.aclose()
+
+    async def _send_upstream(self, target: bytes, headers: RawHeaders,
+                             body: AsyncIterator[bytes] | None, length: int | None,
+                             stale: CacheEntry | None) -> UpstreamResponse:
+        """The origin's answer; with ``stale``, a conditional request for that page."""
+        if stale is not None:
+            headers = [*headers, *conditional_headers(stale)]
+        t0 = time.perf_counter()
+        response = await self.proxy.upstream.send(UpstreamRequest(
+            method=self.method, target=target, headers=headers, body=body,
+            content_length=length,
+        ))
+        elapsed = time.perf_counter() - t0
+        self.upstream_ms = elapsed * 1000.0
+        self.proxy.metrics.upstream_latency.observe(elapsed)
+        return response
+
+    async def _send_cached(self, entry: CacheEntry, request: page.PageRequest) -> None:
+        """A stored page, personalised for this visitor like a fresh one."""
+        headers = self._for_visitor(served_headers(entry, time.time()), 200)
+        await self._deliver(200, headers, entry.body, request)
 
     async def _redirect(self, target: str, query: bytes) -> None:
         """A split-URL arm: 302 to the file's target, keeping the visitor's query (S7)."""
@@ -285,6 +348,12 @@ class _Exchange:
 
     def _response_headers(self, response: UpstreamResponse, scheme: str,
                           public_host: bytes) -> RawHeaders:
+        self.origin = self._origin_headers(response, scheme, public_host)
+        return self._for_visitor(list(self.origin), response.status)
+
+    def _origin_headers(self, response: UpstreamResponse, scheme: str,
+                        public_host: bytes) -> RawHeaders:
+        """The origin's headers as any visitor may get them (what the cache keeps)."""
         if response.dropped_headers:
             self.proxy.metrics.errors["upstream_invalid_header"] += response.dropped_headers
         out = response_headers(response.headers)
@@ -292,12 +361,17 @@ class _Exchange:
                                   scheme.encode() + b"://" + public_host)
         if first(out, b"date") is None:  # exactly one Date (P10); uvicorn adds none
             out.append((b"date", http_date()))
+        return out
+
+    def _for_visitor(self, out: RawHeaders, status: int) -> RawHeaders:
+        """This visitor's response headers: the origin's goal events taken out (and
+        counted), the visitor cookie in (and the page private)."""
         if first(out, EVENT_HEADER) is not None:
             values = [v for n, v in out if n == EVENT_HEADER]
             out = [(n, v) for n, v in out if n != EVENT_HEADER]
-            if response.status < 500:
+            if status < 500:
                 self.outcome.origin_events(values, self.scope["headers"], self.page_view)
-        self.outcome.on_status(response.status)   # an error page counts nothing
+        self.outcome.on_status(status)   # an error page counts nothing
         if self.outcome.set_cookie is not None:
             out = make_private(out)
             out.append((b"set-cookie", self.outcome.set_cookie))   # its own line (P9)
@@ -353,14 +427,22 @@ class _Exchange:
         finally:
             proxy.buffered_pages -= 1
         body = b"".join(chunks)
+        if proxy.cache is not None and self.keyed is not None:
+            proxy.cache.store(*self.keyed, response.status, self.origin, body, time.time(),
+                              request_time=self.request_time, generation=self.generation)
+        await self._deliver(response.status, headers, body, request)
+
+    async def _deliver(self, status: int, headers: RawHeaders, body: bytes,
+                       request: page.PageRequest) -> None:
+        """A complete page: personalised if the transform changes it, else as it is."""
         result = self._rewrite(body, headers, request)
         if result is None:
             self.sent_bytes = len(body)
-            await self._start(response.status, headers)
+            await self._start(status, headers)
             await self._finish(body)
         else:
             self.sent_bytes = len(result.body)
-            await self._start(response.status, result.headers)
+            await self._start(status, result.headers)
             await self._finish(result.body)
 
     def _rewrite(self, body: bytes, headers: RawHeaders,

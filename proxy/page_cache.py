@@ -1,0 +1,88 @@
+"""The edge cache's I/O: revalidating stale pages in the background, and its metrics.
+
+:mod:`proxy.cache` decides what may be kept and which stored page answers which request
+(pure); the hot path (:mod:`proxy.http_proxy`) looks pages up and stores them. A page served
+stale within its ``stale-while-revalidate`` window is refreshed here, after the visitor got
+it: one conditional request per page at a time (the cache hands out one revalidation), a 304
+refreshes the stored headers and freshness, a 200 replaces the page, anything else leaves
+the stale page for the next request to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from .cache import CacheEntry, EdgeCache, conditional_headers
+from .errors import ProxyError
+from .headers import RawHeaders, response_headers, rewrite_origin_urls
+from .metrics import Metrics
+from .upstream import Upstream, UpstreamRequest
+
+log = logging.getLogger("kairos.cache")
+
+
+class Revalidator:
+    def __init__(self, cache: EdgeCache, upstream: Upstream, origin: tuple[str, str, int],
+                 limit: int, metrics: Metrics) -> None:
+        self.cache = cache
+        self.upstream = upstream
+        self.origin = origin
+        self.limit = limit
+        self.metrics = metrics
+        self._tasks: set[asyncio.Task[None]] = set()
+        for name in ("entries", "bytes", "hits", "stale_hits", "misses", "stores",
+                     "evictions", "not_modified", "purged"):
+            metrics.gauges[f"cache_{name}"] = lambda name=name: cache.stats()[name]
+
+    def later(self, entry: CacheEntry, scheme: str, host: bytes, target: bytes,
+              request_headers: RawHeaders) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._revalidate(entry, scheme, host, target, request_headers))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _revalidate(self, entry: CacheEntry, scheme: str, host: bytes, target: bytes,
+                          request_headers: RawHeaders) -> None:
+        sent = time.time()
+        headers = [*request_headers, *conditional_headers(entry)]
+        try:
+            response = await self.upstream.send(UpstreamRequest(
+                method="GET", target=target, headers=headers, body=None, content_length=None))
+            try:
+                origin = rewrite_origin_urls(response_headers(response.headers), self.origin,
+                                             scheme.encode() + b"://" + host)
+                if response.status == 304:
+                    self.cache.refresh(entry, request_headers, origin, time.time(),
+                                       request_time=sent)
+                    return
+                body = await _read(response, self.limit)
+                if response.status == 200 and body is not None:
+                    self.cache.store(scheme, host, target, request_headers, 200, origin, body,
+                                     time.time(), request_time=sent)
+                    return
+            finally:
+                await response.aclose()
+        except ProxyError as exc:
+            log.info("revalidation of %s failed: %s", target.decode("latin-1"), exc.detail)
+        except Exception:
+            log.exception("revalidation of %s failed", target.decode("latin-1"))
+        self.cache.revalidation_failed(entry)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=1.0)
+
+
+async def _read(response: Any, limit: int) -> bytes | None:
+    chunks, size = [], 0
+    async for chunk in response.chunks():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
