@@ -9,6 +9,11 @@ and p99 per page of
 
 - ``lexbor parse``: LexborHTMLParser(page) alone, the floor any selector-based rewrite pays;
 - ``kairos rewrite``: proxy.rules.html.rewrite (parse, 3 selectors, locate, verify, splice);
+- ``compiled``: CompiledPage.rewrite with the same 3 requests on the page compiled for those
+  selectors (proxy.rules.compiled, issue 7): compose and splice only, no parse;
+- ``compile``: the one-off compile_page(page, 3 selectors) a cached page pays once (and,
+  after the table, once per page: compiling for broad selectors, ``div, p, a, span, li``,
+  hundreds to thousands of elements: the worst case, and the bytes a compiled page keeps);
 - ``lexbor re-serialise``: parse + the same 3 changes in lexbor's DOM + ``.html``: the naive
   way, which also normalises the whole page (what F6 forbids), shown for scale;
 - ``no slot on page``: the engine's path when the slot's id is not in the page at all;
@@ -26,6 +31,7 @@ Single-threaded CPU-bound code, so wall time (perf_counter) is CPU time. No asse
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
@@ -41,6 +47,7 @@ from proxy.context.build import build_context
 from proxy.context.model import RequestFacts
 from proxy.context.settings import parse_settings
 from proxy.page import PageRequest
+from proxy.rules.compiled import CompiledPage, compile_page
 from proxy.rules.engine import render
 from proxy.rules.html import Op, SlotRequest, rewrite
 from proxy.rules.loader import RuleLibrary
@@ -154,8 +161,10 @@ def bench_rewrites(rounds: int) -> None:
              for p in sorted(CORPUS.glob("*.html"))]
     pages.append(("synthetic-100k", synthetic()))
     rows: dict[str, dict[str, list[float]]] = {}
-    print(f"{'page':28} {'KB':>5} {'parse':>8} {'kairos':>8} {'naive':>8} {'no slot':>8} "
-          f"{'wrapper':>8}  ms")
+    print(f"{'page':28} {'KB':>5} {'parse':>8} {'kairos':>8} {'compiled':>8} {'compile':>8} "
+          f"{'naive':>8} {'no slot':>8} {'wrapper':>8}  ms")
+    footprints: list[int] = []
+    broad: dict[str, list[float]] = {}
     for name, html in pages:
         selectors = ["#greeting", "#hero-headline", "#cta"] if name.startswith("synth") \
             else slots(html)
@@ -167,29 +176,69 @@ def bench_rewrites(rounds: int) -> None:
         changed = sum(r.changed for r in check.results)
         parse = timed(lambda h=html: LexborHTMLParser(h), rounds)
         ours = timed(lambda h=html, r=reqs: rewrite(h, r), rounds)
+        page = compile_page(html, selectors)
+        if page.rewrite(reqs) != check:  # tests/test_rules_compiled.py says it cannot be
+            raise RuntimeError(f"{name}: the compiled page answers differently")
+        kept = footprint(page)
+        served = timed(lambda p=page, r=reqs: p.rewrite(r), rounds)
+        once = timed(lambda h=html, s=selectors: compile_page(h, s), rounds)
         theirs = timed(lambda h=html, s=selectors: naive(h, s), rounds)
         absent = timed(lambda h=html: _no_slot(h), rounds)
         wrapper = container(html)
+        start = time.perf_counter()
+        wide = compile_page(html, BROAD)
+        broad.setdefault(size_class(html, name), []).append(time.perf_counter() - start)
+        footprints.append(footprint(wide) // max(1, wide.element_count))
         big = timed(lambda h=html, w=wrapper: rewrite(h, [SlotRequest(
             "big", w, (Op("replace-content", NEW),))]), max(3, rounds // 4)) if wrapper else []
-        size = "synthetic" if name.startswith("synth") else (
-            "< 100 KB" if len(html) < 100_000 else "100-200 KB" if len(html) < 200_000
-            else "> 200 KB")
+        size = size_class(html, name)
         for group in ([size] if size == "synthetic" else [size, "all corpus"]):
-            for key, values in (("parse", parse), ("kairos", ours), ("naive", theirs),
+            for key, values in (("parse", parse), ("kairos", ours), ("compiled", served),
+                                ("compile", once), ("naive", theirs),
                                 ("absent", absent), ("big", big)):
                 rows.setdefault(group, {}).setdefault(key, []).extend(values)
         print(f"{name:28} {len(html) // 1000:5} {statistics.median(parse):8.3f} "
-              f"{statistics.median(ours):8.3f} {statistics.median(theirs):8.3f} "
+              f"{statistics.median(ours):8.3f} {statistics.median(served):8.3f} "
+              f"{statistics.median(once):8.3f} {statistics.median(theirs):8.3f} "
               f"{statistics.median(absent):8.3f} {statistics.median(big or [0]):8.3f}"
-              f"  ({changed}/3 slots changed)")
+              f"  ({changed}/3 slots changed, {kept} B kept)")
     print("\nmedian / p99 per page, ms")
-    print(f"{'pages':12} {'lexbor parse':>16} {'kairos rewrite':>16} {'re-serialise':>16} "
-          f"{'no slot':>16} {'page wrapper':>16}")
+    print(f"{'pages':12} {'lexbor parse':>16} {'kairos rewrite':>16} {'compiled':>16} "
+          f"{'compile (once)':>16} {'re-serialise':>16} {'no slot':>16} {'page wrapper':>16}")
     for size, data in rows.items():
         cells = [f"{statistics.median(data[k]):7.3f} / {p99(data[k]):6.3f}"
-                 for k in ("parse", "kairos", "naive", "absent", "big")]
+                 for k in ("parse", "kairos", "compiled", "compile", "naive", "absent", "big")]
         print(f"{size:12} " + " ".join(f"{c:>16}" for c in cells))
+    print(f"\ncompile_page for {', '.join(BROAD)}: median / max per page, ms")
+    for size, took in broad.items():
+        print(f"{size:12} {statistics.median(took) * 1e3:7.1f} / {max(took) * 1e3:6.1f}")
+    print(f"kept per element, besides the page text: median "
+          f"{statistics.median(footprints):.0f} bytes, max {max(footprints)} bytes")
+
+
+BROAD = ("div", "p", "a", "span", "li")
+
+
+def size_class(html: str, name: str) -> str:
+    if name.startswith("synth"):
+        return "synthetic"
+    return ("< 100 KB" if len(html) < 100_000 else "100-200 KB" if len(html) < 200_000
+            else "> 200 KB")
+
+
+def footprint(page: CompiledPage) -> int:
+    """Bytes a compiled page holds besides its source text (shared objects counted once)."""
+    stack: list[object] = [page]
+    seen = {id(page), id(page.source)}
+    total = 0
+    while stack:
+        obj = stack.pop()
+        total += sys.getsizeof(obj)
+        for ref in gc.get_referents(obj):
+            if not isinstance(ref, type) and id(ref) not in seen:
+                seen.add(id(ref))
+                stack.append(ref)
+    return total
 
 
 _ABSENT_RULES = build([parse_file(b'[[rule]]\nid = "r"\npages = ["*"]\nslot = "#kairos-slot"\n'

@@ -18,6 +18,7 @@ from . import client_ip
 from . import config as config_module
 from .admin import Admin, UpstreamProbe
 from .bandit_loop import BanditLoop
+from .cache_purge import CachePurge
 from .config import Config
 from .context.signals import parse_signal_hash
 from .experimentation import Experimentation, Weights
@@ -140,6 +141,10 @@ class KairosApp:
                 interval=self.config.experiments.bandit_interval)
             self.tasks.append(asyncio.create_task(self.bandits.run()))
         self.tasks.append(asyncio.create_task(self._refresh_signals()))
+        if self.http.cache is not None:
+            purge = CachePurge(self.http.cache, self.store, self.config.admin.token)
+            self.admin.routes.update(purge.routes)
+            self.tasks.append(asyncio.create_task(purge.follow()))
         from .results.endpoints import ResultsEndpoints
         self.results = ResultsEndpoints(self.store, self._experiment_definitions,
                                         self.config.admin.token, self.config.admin.prefix)
@@ -187,6 +192,8 @@ class KairosApp:
         if self.store is not None:
             await self.store.close()
         if self.http is not None:
+            if self.http.revalidator is not None:
+                await self.http.revalidator.close()
             await self.http.upstream.aclose()
 
     def _rules_status(self) -> dict[str, Any]:

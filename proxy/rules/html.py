@@ -13,8 +13,9 @@ from __future__ import annotations
 import functools
 import html as htmllib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
@@ -82,59 +83,106 @@ class Rewrite:
 
 def rewrite(source: str, requests: Sequence[SlotRequest]) -> Rewrite:
     """Apply the requests in order (earlier ones win overlaps) and splice the changes."""
-    page = _Page(source)
+    return apply(source, requests, ParsedPage(source).targets)
+
+
+class Target(Protocol):
+    """One element a selector matched, as :func:`apply` needs it: found in the tree on
+    demand (:class:`ParsedPage`) or ahead of time (:mod:`proxy.rules.compiled`)."""
+
+    @property
+    def tag(self) -> str | None: ...  # lexbor's name, as messages show it (SVG's clipPath)
+
+    def start_tag(self) -> scan.StartTag | str: ...  # located in the source, or why not
+
+    def extent(self, tag: scan.StartTag) -> Extent | str: ...  # where it ends, or why not
+
+
+def apply(source: str, requests: Sequence[SlotRequest],
+          select: Callable[[str], Sequence[Target]]) -> Rewrite:
+    """:func:`rewrite` for any way of finding the elements a selector matches (``select``,
+    in document order): the one place where requests become edits and overlaps are
+    refused, so a compiled page cannot drift from a freshly parsed one."""
     accepted: list[Edit] = []
     results = []
     for request in requests:
-        nodes = page.select(request.selector)
+        targets = select(request.selector)
         changed = 0
         problems: list[str] = []
-        for node in nodes:
-            edits = page.edits(node, request.ops)
+        for target in targets:
+            edits = target_edits(source, target, request.ops)
             if isinstance(edits, str):
                 problems.append(edits)
             elif not edits:
                 continue  # e.g. removing a class the element does not have
             elif any(overlaps(e, a) for e in edits for a in accepted):
-                problems.append(f"<{node.tag}> overlaps a change made by an earlier rule")
+                problems.append(f"<{target.tag}> overlaps a change made by an earlier rule")
             else:
                 accepted.extend(edits)
                 changed += 1
-        results.append(SlotResult(request.key, request.selector, len(nodes), changed,
+        results.append(SlotResult(request.key, request.selector, len(targets), changed,
                                   tuple(problems)))
     if not accepted:
         return Rewrite(None, tuple(results))
     return Rewrite(splice(source, accepted), tuple(results))
 
 
-class _Page:
+def target_edits(source: str, target: Target, ops: tuple[Op, ...]) -> list[Edit] | str:
+    """The splices for ``ops`` on one element, or why it is left alone. Attribute and class
+    changes need only the start tag; everything else also where the element ends."""
+    tag = target.start_tag()
+    if isinstance(tag, str):
+        return tag
+    extent: Extent | None = None
+    if any(op.action not in TAG_ACTIONS for op in ops):
+        found = target.extent(tag)
+        if isinstance(found, str):
+            return found
+        extent = found
+    return compose(source, tag, extent, ops)
+
+
+class _Node:
+    """A :class:`Target` located when asked, on a :class:`ParsedPage`."""
+
+    __slots__ = ("node", "page")
+
+    def __init__(self, page: ParsedPage, node: LexborNode) -> None:
+        self.page = page
+        self.node = node
+
+    @property
+    def tag(self) -> str | None:
+        return self.node.tag
+
+    def start_tag(self) -> scan.StartTag | str:
+        return self.page.locate(self.node)
+
+    def extent(self, tag: scan.StartTag) -> Extent | str:
+        return self.page.extent(self.node, tag)
+
+
+class ParsedPage:
     """One parsed page; caches what several slots on it need."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.tree = LexborHTMLParser(source)
         self._regions: list[tuple[int, int]] | None = None
+        self._names: dict[str, tuple[dict[int, int], list[int]]] = {}
+        self._attrs: dict[str, dict[frozenset[tuple[str, str]], list[int]]] = {}
 
     def select(self, selector: str) -> list[LexborNode]:
         return [n for n in self.tree.css(selector) if n.tag and not n.tag.startswith("-")]
+
+    def targets(self, selector: str) -> list[_Node]:
+        return [_Node(self, n) for n in self.select(selector)]
 
     @property
     def regions(self) -> list[tuple[int, int]]:
         if self._regions is None:
             self._regions = scan.opaque_regions(self.source)
         return self._regions
-
-    def edits(self, node: LexborNode, ops: tuple[Op, ...]) -> list[Edit] | str:
-        """The splices for ``ops`` on ``node``, or why it is left alone."""
-        tag = self.locate(node)
-        if isinstance(tag, str):
-            return tag
-        extent: Extent | None = None
-        if any(op.action not in TAG_ACTIONS for op in ops):
-            extent = self.extent(node, tag)
-            if isinstance(extent, str):
-                return extent
-        return compose(self.source, tag, extent, ops)
 
     def locate(self, node: LexborNode) -> scan.StartTag | str:
         """The element's start tag in the source, checked against lexbor's attributes."""
@@ -183,18 +231,37 @@ class _Page:
     def _by_ordinal(self, node: LexborNode, name: str) -> int | None:
         """The n-th <name> element of the tree is the n-th <name> start tag of the source,
         when both have as many; else the one start tag with the same attributes."""
-        nodes = [n.mem_id for n in self.tree.tags(name)]
+        nodes, hits = self._ordinals(name)
+        index = nodes.get(node.mem_id)
+        if len(nodes) == len(hits) and index is not None:
+            return hits[index]
+        same = self._by_attrs(name, hits).get(_attr_key(node.attributes), ())
+        return same[0] if len(same) == 1 else None
+
+    def _by_attrs(self, name: str, hits: list[int]) -> dict[frozenset[tuple[str, str]], list[int]]:
+        """The start tags of ``hits`` by their attributes (as _same_attrs compares them)."""
+        found = self._attrs.get(name)
+        if found is None:
+            found = self._attrs[name] = {}
+            for p in hits:
+                if (t := scan.start_tag_at(self.source, p)) is not None:
+                    found.setdefault(_attr_key(_tag_attrs(t)), []).append(p)
+        return found
+
+    def _ordinals(self, name: str) -> tuple[dict[int, int], list[int]]:
+        """The <name> elements of the tree (node -> n) and the <name> start tags of the
+        source; once per name, as a selector like ``li`` locates hundreds of them."""
+        found = self._names.get(name)
+        if found is not None:
+            return found
+        nodes = {n.mem_id: i for i, n in enumerate(self.tree.tags(name))}
         hits = scan.outside(scan.find_tag(self.source, name), self.regions)
         if len(nodes) != len(hits):
             hits = scan.outside(scan.find_tag_any_case(self.source, name), self.regions)
         if len(nodes) != len(hits):  # "<p" inside attribute values: tokenize (slow, rare)
             hits = scan.start_tags(self.source, name)
-        if len(nodes) == len(hits) and node.mem_id in nodes:
-            return hits[nodes.index(node.mem_id)]
-        attrs = node.attributes
-        same = [p for p in hits if (t := scan.start_tag_at(self.source, p)) is not None
-                and _same_attrs(t, attrs)]
-        return same[0] if len(same) == 1 else None
+        self._names[name] = nodes, hits
+        return nodes, hits
 
     def extent(self, node: LexborNode, tag: scan.StartTag) -> Extent | str:
         """Where the element ends, verified: lexbor must read the same element there."""
@@ -254,8 +321,18 @@ _NEWLINES = re.compile(r"\r\n?")
 
 
 def _same_attrs(tag: scan.StartTag, attrs: dict[str, str | None]) -> bool:
-    seen: dict[str, str] = {}
+    return _tag_attrs(tag) == {k.lower(): v or "" for k, v in attrs.items()}
+
+
+def _tag_attrs(tag: scan.StartTag) -> dict[str, str | None]:
+    """The attributes of a start tag as lexbor reads them (the first of duplicates)."""
+    seen: dict[str, str | None] = {}
     for a in tag.attrs:
         if a.name not in seen:
             seen[a.name] = htmllib.unescape(_NEWLINES.sub("\n", a.value or ""))
-    return seen == {k.lower(): v or "" for k, v in attrs.items()}
+    return seen
+
+
+def _attr_key(attrs: dict[str, str | None]) -> frozenset[tuple[str, str]]:
+    """Equal exactly when _same_attrs would hold between the two attribute sets."""
+    return frozenset({k.lower(): v or "" for k, v in attrs.items()}.items())

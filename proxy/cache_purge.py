@@ -1,0 +1,114 @@
+"""``POST /_kairos/cache/purge``: an operator empties the edge cache of a path or of
+everything, on every worker of every machine.
+
+Each worker has its own cache, and a request reaches one worker of one machine; so the
+endpoint purges its own worker at once and appends the purge to a Redis stream
+(``<prefix>:{site}:purges``) that every worker follows in the background (once a second)
+and applies. Admin token required (``Authorization: Bearer <admin.token>``); without a
+configured token the endpoint answers 401 like the results pages. If Redis is down the
+answer says the purge reached this worker only (``"propagated": false``), and pages purge
+themselves when their freshness runs out.
+
+``?path=/products/tent`` (every query and variant of the path), ``?path=/search?q=x`` (that
+target), ``?path=/products/*`` (a prefix), no path: everything; ``&host=shop.example``
+limits it to one host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from .cache import EdgeCache
+from .responses import respond
+from .results import auth
+from .store.client import StoreUnavailable, translated
+
+log = logging.getLogger("kairos.cache")
+STREAM_LENGTH = 1000   # purges remembered; a worker further behind purges everything
+
+
+class CachePurge:
+    def __init__(self, cache: EdgeCache, store: Any, token: str, interval: float = 1.0
+                 ) -> None:
+        self.cache = cache
+        self.store = store
+        self.token = token
+        self.interval = interval
+        self.last_id: str | None = None   # set at the first read: purges after our start
+
+    @property
+    def routes(self) -> dict[str, Any]:
+        return {"cache/purge": self.purge}
+
+    def _key(self) -> str:
+        return self.store._keyspace.key("site", "purges")
+
+    async def purge(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        verdict = auth.check(self.token, scope["headers"], None)
+        if verdict.access is not auth.Access.GRANTED:
+            await respond(send, 401, b"application/json", json.dumps({
+                "error": "an admin token is required: Authorization: Bearer <admin.token>"
+                         if self.token else "admin.token is not configured"}).encode(),
+                [(b"www-authenticate", b'Bearer realm="kairos"')])
+            return
+        if scope["method"] != "POST":
+            await respond(send, 405, b"application/json",
+                          b'{"error": "POST to purge"}', [(b"allow", b"POST")])
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        path = query.get("path", [None])[0]
+        host = query.get("host", [None])[0]
+        if path is not None and not path.startswith("/"):
+            await respond(send, 400, b"application/json", json.dumps(
+                {"error": f"path {path!r} must start with /"}).encode())
+            return
+        purged = self.cache.purge(path, host)
+        propagated = True
+        try:
+            with translated("publishing a cache purge"):
+                await self.store.redis.xadd(self._key(), {"path": path or "", "host": host or ""},
+                                            maxlen=STREAM_LENGTH, approximate=True)
+        except StoreUnavailable as exc:
+            propagated = False
+            log.warning("cache purge reached this worker only: %s", exc)
+        await respond(send, 200, b"application/json", json.dumps(
+            {"purged_here": purged, "path": path, "host": host,
+             "propagated": propagated}).encode())
+
+    async def follow(self) -> None:
+        """Apply the purges other workers publish, until cancelled."""
+        while True:
+            try:
+                with translated("reading cache purges"):
+                    if self.last_id is None:   # older purges concern pages we never had
+                        newest = await self.store.redis.xrevrange(self._key(), count=1)
+                        self.last_id = _text(newest[0][0]) if newest else "0-0"
+                    replies = await self.store.redis.xread({self._key(): self.last_id},
+                                                           count=100)
+                for _, entries in replies or ():
+                    for entry_id, fields in entries:
+                        self.last_id = _text(entry_id)
+                        values = {_text(k): _text(v) for k, v in fields.items()}
+                        self.cache.purge(values.get("path") or None, values.get("host") or None)
+            except StoreUnavailable as exc:
+                log.debug("cache purges not read: %s", exc)
+            except Exception:
+                if _cancelling():
+                    return
+                log.exception("cache purge follower failed; retrying")
+            if _cancelling():
+                return
+            await asyncio.sleep(self.interval)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
