@@ -194,6 +194,8 @@ class KairosApp:
         if self.http is not None:
             if self.http.revalidator is not None:
                 await self.http.revalidator.close()
+            if self.http.preparer is not None:
+                await self.http.preparer.close()
             await self.http.upstream.aclose()
 
     def _rules_status(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Bodies stream in both directions; only pages a transform wants are buffered (see
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +32,7 @@ from .headers import (
     upstream_request_headers,
 )
 from .metrics import Metrics
-from .page_cache import Revalidator
+from .page_cache import Preparer, Revalidator
 from .responses import http_date, respond
 from .upstream import Upstream, UpstreamRequest, UpstreamResponse
 from .visitor import Visitors, is_page_view
@@ -75,11 +76,13 @@ class HttpProxy:
         self.record = record   # the store's buffer: never awaited (Redis off the request path)
         self.cache: EdgeCache | None = None
         self.revalidator: Revalidator | None = None
+        self.preparer: Preparer | None = None
         if config.cache.enabled:
             self.cache = EdgeCache(config.cache.max_mb * 1024 * 1024,
                                    config.cache.serve_stale_seconds)
             self.revalidator = Revalidator(self.cache, upstream, config.upstream_origin,
                                            config.limits.max_rewrite_bytes, metrics)
+            self.preparer = Preparer(transform, config.limits.max_rewrite_bytes)
         self.trusted = client_ip.TrustedNetworks(config.server.trusted_proxies)
         self.via = f"1.1 {config.server.via_name}".encode()
         self.origin = config.upstream_origin   # parsed once, compared on every redirect
@@ -305,9 +308,18 @@ class _Exchange:
         return response
 
     async def _send_cached(self, entry: CacheEntry, request: page.PageRequest) -> None:
-        """A stored page, personalised for this visitor like a fresh one."""
+        """A stored page, personalised for this visitor like a fresh one: decoded and
+        compiled once per rule set, so a view is context, variants and a splice."""
         headers = self._for_visitor(served_headers(entry, time.time()), 200)
-        await self._deliver(200, headers, entry.body, request)
+        ready = None
+        if self.proxy.preparer is not None:
+            ready = self.proxy.preparer.ready(entry, request.host, request.path)
+        if ready is None:
+            await self._deliver(200, headers, entry.body, request)
+        else:
+            await self._deliver(200, headers, entry.body,
+                                dataclasses.replace(request, compiled=ready.compiled),
+                                ready.decoded)
 
     async def _redirect(self, target: str, query: bytes) -> None:
         """A split-URL arm: 302 to the file's target, keeping the visitor's query (S7)."""
@@ -428,14 +440,17 @@ class _Exchange:
             proxy.buffered_pages -= 1
         body = b"".join(chunks)
         if proxy.cache is not None and self.keyed is not None:
-            proxy.cache.store(*self.keyed, response.status, self.origin, body, time.time(),
-                              request_time=self.request_time, generation=self.generation)
+            entry = proxy.cache.store(*self.keyed, response.status, self.origin, body,
+                                      time.time(), request_time=self.request_time,
+                                      generation=self.generation)
+            if entry is not None and proxy.preparer is not None:   # compile before it is hit
+                proxy.preparer.ready(entry, request.host, request.path)
         await self._deliver(response.status, headers, body, request)
 
     async def _deliver(self, status: int, headers: RawHeaders, body: bytes,
-                       request: page.PageRequest) -> None:
+                       request: page.PageRequest, decoded: page.Decoded | None = None) -> None:
         """A complete page: personalised if the transform changes it, else as it is."""
-        result = self._rewrite(body, headers, request)
+        result = self._rewrite(body, headers, request, decoded)
         if result is None:
             self.sent_bytes = len(body)
             await self._start(status, headers)
@@ -445,12 +460,12 @@ class _Exchange:
             await self._start(status, result.headers)
             await self._finish(result.body)
 
-    def _rewrite(self, body: bytes, headers: RawHeaders,
-                 request: page.PageRequest) -> page.Rewritten | None:
+    def _rewrite(self, body: bytes, headers: RawHeaders, request: page.PageRequest,
+                 decoded: page.Decoded | None = None) -> page.Rewritten | None:
         assert self.proxy.transform is not None
         try:
             return page.rewrite(body, headers, request, self.proxy.transform,
-                                self.proxy.config.limits.max_rewrite_bytes)
+                                self.proxy.config.limits.max_rewrite_bytes, decoded)
         except (codings.DecodeError, codings.TooLarge, UnicodeError) as exc:
             self.proxy.metrics.errors["rewrite_skipped_undecodable"] += 1
             log.info("page %s passed through unchanged: %s", request.path, exc)

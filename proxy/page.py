@@ -30,6 +30,7 @@ class PageRequest:
     headers: tuple[tuple[bytes, bytes], ...]
     context: object = None   # the visitor context, once the context module supplies it
     experiments: object = None   # proxy.experimentation.PageExperiments of this page view
+    compiled: object = None      # a cached page's proxy.rules.compiled.CompiledPage
 
 
 @dataclass(frozen=True)
@@ -74,26 +75,48 @@ class Rewritten:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A page body as text: what a cached page keeps so it is decoded only once."""
+
+    raw: bytes       # content-decoded bytes
+    codec: str
+    bom: int         # bytes of byte-order mark before the text
+    html: str
+
+
+def decode_page(wire_body: bytes, headers: RawHeaders, decoded_limit: int) -> Decoded:
+    """Raises ``codings.DecodeError`` / ``codings.TooLarge`` / ``UnicodeError``."""
+    encoding = (first(headers, b"content-encoding") or b"identity").strip().lower()
+    raw = codings.decode(wire_body, encoding, decoded_limit)
+    codec, bom = charset.detect(first(headers, b"content-type"), raw)
+    # strict: a page that does not decode is not touched
+    return Decoded(raw, codec, bom, raw[bom:].decode(codec))
+
+
 def rewrite(
     wire_body: bytes,
     headers: RawHeaders,
     page: PageRequest,
     transform: PageTransform,
     decoded_limit: int,
+    decoded: Decoded | None = None,
 ) -> Rewritten | None:
-    """The new response, or None to send the original bytes unchanged.
+    """The new response, or None to send the original bytes unchanged. ``decoded`` is the
+    body already decoded (a cached page's); its text is then the one the transform gets.
 
     Raises ``codings.DecodeError`` / ``codings.TooLarge`` / ``UnicodeError`` for pages it
     cannot handle; the caller counts them and serves the original (F5).
     """
     encoding = (first(headers, b"content-encoding") or b"identity").strip().lower()
-    raw = codings.decode(wire_body, encoding, decoded_limit)
-    codec, bom = charset.detect(first(headers, b"content-type"), raw)
-    html = raw[bom:].decode(codec)  # strict: a page that does not decode is not touched
+    if decoded is None:
+        decoded = decode_page(wire_body, headers, decoded_limit)
+    html = decoded.html
     edit = transform.apply(html, page)
     if edit is None or edit.html == html:
         return None
-    new_raw = raw[:bom] + edit.html.encode(codec, errors="xmlcharrefreplace")
+    raw = decoded.raw
+    new_raw = raw[:decoded.bom] + edit.html.encode(decoded.codec, errors="xmlcharrefreplace")
     body = codings.encode(new_raw, encoding)
     return Rewritten(headers=_fixed_headers(headers, body, edit), body=body)
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from .cache import CacheEntry, EdgeCache, conditional_headers
 from .errors import ProxyError
 from .headers import RawHeaders, response_headers, rewrite_origin_urls
 from .metrics import Metrics
+from .page import Decoded, decode_page
 from .upstream import Upstream, UpstreamRequest
 
 log = logging.getLogger("kairos.cache")
@@ -86,3 +88,54 @@ async def _read(response: Any, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A cached page made ready for views: decoded once, compiled for the rule set
+    ``version`` (None: it could not be: every view takes the full path)."""
+
+    version: object
+    decoded: Decoded | None = None
+    compiled: Any = None
+
+
+class Preparer:
+    """Decodes and compiles cached pages off the event loop (compiling costs about one full
+    rewrite, and up to a few hundred ms for selectors that match thousands of elements);
+    meanwhile views take the full path, which gives the same page."""
+
+    def __init__(self, transform: Any, limit: int) -> None:
+        self.transform = transform
+        self.limit = limit
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def ready(self, entry: CacheEntry, host: str, path: str) -> Prepared | None:
+        """The page's preparation for the current rules, or None (started if need be)."""
+        version_of = getattr(self.transform, "prepared_for", None)
+        if version_of is None:
+            return None
+        version = version_of()
+        slot = entry.compiled
+        if isinstance(slot, Prepared) and slot.version is version:
+            return slot if slot.decoded is not None else None
+        if slot is not version:   # not already being prepared for these rules
+            entry.compiled = version
+            task = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(self._prepare, entry, version, host, path))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return None
+
+    def _prepare(self, entry: CacheEntry, version: object, host: str, path: str) -> None:
+        try:
+            decoded = decode_page(entry.body, entry.headers, self.limit)
+            compiled = self.transform.prepare(decoded.html, host, path)
+            entry.compiled = Prepared(version, decoded, compiled)
+        except Exception as exc:   # undecodable or a bug: views keep the full path
+            log.info("cached page %s not compiled: %s", path, exc)
+            entry.compiled = Prepared(version)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=1.0)

@@ -19,6 +19,7 @@ from . import goals_script
 from .experimentation import NOTHING, PageExperiments
 from .page import PageEdit, PageRequest
 from .rules import RuleLibrary, RulesTransform, plan, render
+from .rules.compiled import CompiledPage, compile_page, slots_of
 
 
 class Personalisation:
@@ -48,6 +49,18 @@ class Personalisation:
             return edit
         variant = f"{edit.variant};goals" if edit is not None else "goals"
         return PageEdit(injected, variant, personalised=True)
+
+    def prepared_for(self) -> object:
+        """What a compiled page depends on: the rule set (a reload makes a new one)."""
+        return self.library.ruleset
+
+    def prepare(self, html: str, host: str, path: str) -> CompiledPage:
+        """Compile a cached page for every slot a rule or experiment arm of it may change
+        (whoever the visitor is), so its views need no parse (proxy.rules.compiled)."""
+        ruleset = self.library.ruleset
+        arms = [rule for d in ruleset.experiments_on(host, path) for a in d.arms
+                if (rule := d.arm_rule(a.arm)) is not None]
+        return compile_page(html, slots_of([*ruleset.candidates(host, path), *arms]))
 
     def describe(self, page: PageRequest) -> list[dict[str, Any]]:
         """For /why: every rule of this page, with its verdict and the reason."""

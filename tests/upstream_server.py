@@ -17,6 +17,7 @@ import threading
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from urllib.parse import unquote_plus
 
 import brotli
@@ -303,7 +304,7 @@ async def _html(request: Received, writer: asyncio.StreamWriter, up: Upstream) -
                 .replace("+", " ")),
                ("ETag", '"abc123"'), ("Content-MD5", "Q2hlY2sgSW50ZWdyaXR5IQ=="),
                ("Cache-Control", query.get("cc", "public, max-age=60").replace("+", " ")),
-               ("Date", "Sun, 22 Nov 2026 10:00:00 GMT"), ("Server", "test-origin")]
+               ("Date", formatdate(usegmt=True)), ("Server", "test-origin")]
     if "event" in query:
         headers.append(("Kairos-Event", unquote_plus(query["event"])))
     if enc != "identity":
@@ -315,6 +316,11 @@ async def _html(request: Received, writer: asyncio.StreamWriter, up: Upstream) -
         headers.append(("Content-Encoding", "gzip"))
     else:
         body = _ENCODERS[enc](body)
+    if "etag304" in query and request.header(b"if-none-match") == [b'"abc123"']:
+        writer.write(_response("304 Not Modified", [h for h in headers if h[0] in (
+            "ETag", "Cache-Control", "Date")], content_length=False))   # unchanged page
+        await writer.drain()
+        return True
     status = "206 Partial Content" if query.get("status") == "206" else "200 OK"
     data = _response(status, headers, body)
     if "truncate" in query:   # Content-Length promises more than arrives

@@ -16,6 +16,7 @@ from typing import Any
 
 from proxy.page import PageEdit, PageRequest
 from proxy.rules import html as rewriting
+from proxy.rules.compiled import CompiledPage
 from proxy.rules.model import Change, Rule
 from proxy.rules.placeholders import render as render_template
 from proxy.rules.placeholders import values
@@ -68,7 +69,11 @@ def render(ruleset: RuleSet, html: str, page: PageRequest, arms: Sequence[Rule] 
     requests = [rewriting.SlotRequest(rule.id, selector, tuple(
                     _op(c, get) for c in rule.changes if c.selector == selector))
                 for rule in rules for selector in rule.slots]
-    result = rewriting.rewrite(html, requests)
+    compiled = getattr(page, "compiled", None)
+    if isinstance(compiled, CompiledPage) and compiled.source is html:
+        result = compiled.rewrite(requests)   # a cached page: no parse (identical output)
+    else:
+        result = rewriting.rewrite(html, requests)
     if result.html is None:
         return Rendered(decided, None, result.results)
     changed = list(dict.fromkeys(s.key for s in result.results if s.changed))
