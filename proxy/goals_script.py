@@ -39,16 +39,23 @@ def tag(src: str, endpoint: str, token: str, selectors: tuple[str, ...], nonce: 
     return f"<script{rendered}></script>"
 
 
-def inject(page: str, src: str, endpoint: str, token: str, selectors: tuple[str, ...]
-           ) -> str | None:
-    """The page with the goals tag before its last ``</body>`` (or at the end); None when
-    the tag is already there (a page served twice through Kairos)."""
+def insertion(page: str, src: str, endpoint: str, token: str, selectors: tuple[str, ...]
+              ) -> tuple[int, str] | None:
+    """Where the goals tag goes (before the last ``</body>``, or at the end) and the tag;
+    None when the tag is already there (a page served twice through Kairos)."""
     if MARKER in page:
         return None
     found = _NONCE.search(page)
     snippet = tag(src, endpoint, token, selectors, found.group(1) if found else None)
     ends = list(_BODY_END.finditer(page))
-    if not ends:
-        return page + snippet
-    at = ends[-1].start()
+    return (ends[-1].start() if ends else len(page)), snippet
+
+
+def inject(page: str, src: str, endpoint: str, token: str, selectors: tuple[str, ...]
+           ) -> str | None:
+    """The page with the goals tag in (see :func:`insertion`), or None."""
+    found = insertion(page, src, endpoint, token, selectors)
+    if found is None:
+        return None
+    at, snippet = found
     return page[:at] + snippet + page[at:]

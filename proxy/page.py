@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from . import charset, codings
+from .gzip_pieces import Pieces, gzip_view
 from .headers import RawHeaders, first, has_token, make_private, without
 
 
@@ -38,6 +39,9 @@ class PageEdit:
     html: str
     variant: str          # identifies what was applied; goes into the weak ETag (P18)
     personalised: bool    # depends on the visitor: Cache-Control private (S6)
+    # (start, end, text) splices on the original text that made ``html``, when known: a
+    # cached page's gzip is then assembled from its stored pieces (proxy.gzip_pieces).
+    splices: tuple[tuple[int, int, str], ...] | None = None
 
 
 class PageTransform(Protocol):
@@ -83,6 +87,7 @@ class Decoded:
     codec: str
     bom: int         # bytes of byte-order mark before the text
     html: str
+    pieces: Pieces | None = None   # the text deflated in pieces, for gzip views
 
 
 def decode_page(wire_body: bytes, headers: RawHeaders, decoded_limit: int) -> Decoded:
@@ -117,7 +122,11 @@ def rewrite(
         return None
     raw = decoded.raw
     new_raw = raw[:decoded.bom] + edit.html.encode(decoded.codec, errors="xmlcharrefreplace")
-    body = codings.encode(new_raw, encoding)
+    if decoded.pieces is not None and edit.splices is not None and encoding in (b"gzip",
+                                                                                b"x-gzip"):
+        body = gzip_view(decoded.pieces, edit.splices, new_raw)   # only the slots deflated
+    else:
+        body = codings.encode(new_raw, encoding)
     return Rewritten(headers=_fixed_headers(headers, body, edit), body=body)
 
 

@@ -11,19 +11,23 @@ the stale page for the next request to retry.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from .cache import CacheEntry, EdgeCache, conditional_headers
 from .errors import ProxyError
+from .gzip_pieces import precompress
 from .headers import RawHeaders, response_headers, rewrite_origin_urls
 from .metrics import Metrics
 from .page import Decoded, decode_page
 from .upstream import Upstream, UpstreamRequest
 
 log = logging.getLogger("kairos.cache")
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
 
 class Revalidator:
@@ -131,6 +135,10 @@ class Preparer:
         try:
             decoded = decode_page(entry.body, entry.headers, self.limit)
             compiled = self.transform.prepare(decoded.html, host, path)
+            if (entry.coding or b"").strip().lower() in (b"gzip", b"x-gzip"):   # slots only
+                pieces = precompress(decoded.html, cuts(decoded.html, compiled),
+                                     decoded.codec, decoded.raw[:decoded.bom])
+                decoded = dataclasses.replace(decoded, pieces=pieces)
             entry.compiled = Prepared(version, decoded, compiled)
         except Exception as exc:   # undecodable or a bug: views keep the full path
             log.info("cached page %s not compiled: %s", path, exc)
@@ -139,3 +147,16 @@ class Preparer:
     async def close(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=1.0)
+
+
+def cuts(html: str, compiled: Any) -> list[int]:
+    """Where a view's edits can begin and end: around every element a rule or arm may
+    change, and where the goals script goes (before the last ``</body>``)."""
+    out = [m.start() for m in _BODY_END.finditer(html)][-1:]
+    for selector in getattr(compiled, "selectors", ()):
+        for element in compiled.elements(selector):
+            if not isinstance(element.located, str):
+                out.append(element.located.start)
+            if not isinstance(element.ends, str):
+                out.append(element.ends.end)
+    return out

@@ -20,6 +20,7 @@ from .experimentation import NOTHING, PageExperiments
 from .page import PageEdit, PageRequest
 from .rules import RuleLibrary, RulesTransform, plan, render
 from .rules.compiled import CompiledPage, compile_page, slots_of
+from .rules.edits import splice
 
 
 class Personalisation:
@@ -42,12 +43,21 @@ class Personalisation:
                 edit = replace(edit, personalised=True)   # the arm depends on the visitor
         if decided.script is None:
             return edit
+        variant = f"{edit.variant};goals" if edit is not None else "goals"
+        splices = edit.splices if edit is not None else ()
+        found = goals_script.insertion(html, self.script_src, self.event_url, decided.script,
+                                       decided.click_selectors)
+        if found is not None and splices is not None and not any(
+                start < found[0] < end for start, end, _ in splices):
+            # One more splice on the origin's text: the stored gzip pieces still apply.
+            at, snippet = found
+            every = (*splices, (at, at, snippet))
+            return PageEdit(splice(html, list(every)), variant, True, every)
         base = edit.html if edit is not None else html
         injected = goals_script.inject(base, self.script_src, self.event_url, decided.script,
                                        decided.click_selectors)
         if injected is None:
             return edit
-        variant = f"{edit.variant};goals" if edit is not None else "goals"
         return PageEdit(injected, variant, personalised=True)
 
     def prepared_for(self) -> object:

