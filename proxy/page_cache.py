@@ -136,7 +136,7 @@ class Preparer:
             decoded = decode_page(entry.body, entry.headers, self.limit)
             compiled = self.transform.prepare(decoded.html, host, path)
             if (entry.coding or b"").strip().lower() in (b"gzip", b"x-gzip"):   # slots only
-                pieces = precompress(decoded.html, cuts(decoded.html, compiled),
+                pieces = precompress(decoded.html, regions(decoded.html, compiled),
                                      decoded.codec, decoded.raw[:decoded.bom])
                 decoded = dataclasses.replace(decoded, pieces=pieces)
             entry.compiled = Prepared(version, decoded, compiled)
@@ -149,14 +149,15 @@ class Preparer:
             await asyncio.wait(self._tasks, timeout=1.0)
 
 
-def cuts(html: str, compiled: Any) -> list[int]:
-    """Where a view's edits can begin and end: around every element a rule or arm may
-    change, and where the goals script goes (before the last ``</body>``)."""
-    out = [m.start() for m in _BODY_END.finditer(html)][-1:]
+def regions(html: str, compiled: Any) -> list[tuple[int, int]]:
+    """Where a view's edits can fall: every element a rule or arm may change, and the point
+    where the goals script goes (before the last ``</body>``)."""
+    out = [(m.start(), m.start()) for m in _BODY_END.finditer(html)][-1:]
     for selector in getattr(compiled, "selectors", ()):
         for element in compiled.elements(selector):
-            if not isinstance(element.located, str):
-                out.append(element.located.start)
-            if not isinstance(element.ends, str):
-                out.append(element.ends.end)
+            if isinstance(element.located, str):
+                continue   # never edited: rewrite leaves such elements alone
+            end = element.ends.end if not isinstance(element.ends, str) \
+                else element.located.end
+            out.append((element.located.start, end))
     return out
