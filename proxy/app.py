@@ -17,6 +17,7 @@ from typing import Any
 from . import client_ip
 from . import config as config_module
 from .admin import Admin, UpstreamProbe
+from .background import every
 from .bandit_loop import BanditLoop
 from .cache_purge import CachePurge
 from .config import Config
@@ -28,7 +29,7 @@ from .metrics import Metrics
 from .page import PageTransform
 from .personalisation import Personalisation
 from .rules import RuleLibrary
-from .store import Store, StoreUnavailable
+from .store import Store
 from .store.events import PageView, utc_day
 from .upstream import Upstream
 from .visitor import Visitors
@@ -165,20 +166,12 @@ class KairosApp:
     async def _refresh_signals(self) -> None:
         """Keep a local copy of the outside signals; the request path only reads the copy."""
         assert self.store is not None and self.visitors is not None
-        while True:
-            try:
-                raw = await self.store.read_signals()
-                self.visitors.signals = parse_signal_hash(raw, time.time())
-            except StoreUnavailable as exc:
-                log.debug("signals not refreshed: %s", exc)   # keep the last good copy
-            except Exception:
-                if not _being_cancelled():
-                    log.exception("signals refresh failed; keeping the last good copy")
-            if _being_cancelled():
-                # redis-py may turn our cancellation into its own error; shutdown must still
-                # end this loop, so the request to cancel is honoured here.
-                return
-            await asyncio.sleep(self.config.store.signals_interval)
+        store, visitors = self.store, self.visitors
+
+        async def refresh() -> None:
+            visitors.signals = parse_signal_hash(await store.read_signals(), time.time())
+
+        await every(self.config.store.signals_interval, refresh, "signals refresh", log)
 
     async def shutdown(self) -> None:
         for task in self.tasks:
@@ -208,11 +201,6 @@ class KairosApp:
         return {"state": stats.state, "buffered": stats.buffered, "dropped": stats.dropped,
                 "flushed": stats.flushed, "flush_errors": stats.flush_errors,
                 "last_error": stats.last_error}
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 def create_app(config: Config, transform: PageTransform | None = None) -> KairosApp:

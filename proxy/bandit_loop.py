@@ -60,6 +60,7 @@ from typing import Any
 
 from experiments.bandit import BanditPhase, BanditWeights, compute_weights, segment_weights
 from experiments.model import WEIGHT_TOLERANCE, Allocation, Experiment
+from proxy.background import being_cancelled, every
 from proxy.store.client import StoreUnavailable, translated
 from proxy.store.events import WeightChange, period_id
 from proxy.store.experiment_counts import CountsReader, ExperimentCounts
@@ -71,15 +72,10 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 def _stop_if_cancelled() -> None:
     """redis-py may turn a cancellation into its own error (then StoreUnavailable); when the
     task is being cancelled, end it as cancelled instead of carrying on."""
-    if _being_cancelled():
+    if being_cancelled():
         raise asyncio.CancelledError
 
 
@@ -168,21 +164,11 @@ class BanditLoop:
 
     async def run(self) -> None:
         """``step()`` then ``refresh()`` every ``interval`` seconds, until cancelled."""
-        while True:
-            try:
-                await self.step()
-                await self.refresh()
-            except StoreUnavailable as exc:
-                if _being_cancelled():
-                    return
-                log.debug("bandit loop: %s; keeping the last weights", exc)
-            except Exception:
-                if _being_cancelled():
-                    return
-                log.exception("bandit loop failed; keeping the last weights and continuing")
-            if _being_cancelled():
-                return  # a cancellation redis-py swallowed still ends the loop
-            await asyncio.sleep(self._interval)
+        async def both() -> None:
+            await self.step()
+            await self.refresh()
+
+        await every(self._interval, both, "bandit loop", log)
 
     def describe(self, experiment_id: str) -> dict[str, Any]:
         """Where ``experiment_id``'s weights come from, as of this loop's last step or

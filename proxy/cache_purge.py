@@ -16,12 +16,12 @@ limits it to one host.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
 from urllib.parse import parse_qs
 
+from .background import every
 from .cache import EdgeCache
 from .responses import respond
 from .results import auth
@@ -81,34 +81,20 @@ class CachePurge:
 
     async def follow(self) -> None:
         """Apply the purges other workers publish, until cancelled."""
-        while True:
-            try:
-                with translated("reading cache purges"):
-                    if self.last_id is None:   # older purges concern pages we never had
-                        newest = await self.store.redis.xrevrange(self._key(), count=1)
-                        self.last_id = _text(newest[0][0]) if newest else "0-0"
-                    replies = await self.store.redis.xread({self._key(): self.last_id},
-                                                           count=100)
-                for _, entries in replies or ():
-                    for entry_id, fields in entries:
-                        self.last_id = _text(entry_id)
-                        values = {_text(k): _text(v) for k, v in fields.items()}
-                        self.cache.purge(values.get("path") or None, values.get("host") or None)
-            except StoreUnavailable as exc:
-                log.debug("cache purges not read: %s", exc)
-            except Exception:
-                if _cancelling():
-                    return
-                log.exception("cache purge follower failed; retrying")
-            if _cancelling():
-                return
-            await asyncio.sleep(self.interval)
+        await every(self.interval, self._apply_new, "cache purge follower", log)
+
+    async def _apply_new(self) -> None:
+        with translated("reading cache purges"):
+            if self.last_id is None:   # older purges concern pages we never had
+                newest = await self.store.redis.xrevrange(self._key(), count=1)
+                self.last_id = _text(newest[0][0]) if newest else "0-0"
+            replies = await self.store.redis.xread({self._key(): self.last_id}, count=100)
+        for _, entries in replies or ():
+            for entry_id, fields in entries:
+                self.last_id = _text(entry_id)
+                values = {_text(k): _text(v) for k, v in fields.items()}
+                self.cache.purge(values.get("path") or None, values.get("host") or None)
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
