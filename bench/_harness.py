@@ -304,3 +304,127 @@ def machine_summary() -> str:
                 model = line.split(":", 1)[1].strip()
                 break
     return f"{os.cpu_count()} cores ({model}), Linux {os.uname().release}"
+
+
+# --------------------------------------------------------------------- wrk with a script
+
+
+def run_wrk_script(url: str, script: Path | str, script_args: Sequence[str] = (), *,
+                   connections: int, duration: float, threads: int = 1,
+                   cpus: str | None = None) -> WrkResult:
+    """run_wrk with a Lua script (`wrk -s script url -- args...`); same report."""
+    if not url.startswith("http://127.0.0.1:"):
+        raise ValueError("benchmarks only target 127.0.0.1")
+    argv = [WRK_BIN, f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency",
+            "--timeout", "5s", "-s", str(script), url]
+    if script_args:
+        argv += ["--", *script_args]
+    if cpus is not None:
+        argv = ["taskset", "-c", cpus, *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=True)
+    return parse_wrk(out.stdout)
+
+
+# --------------------------------------------------------------------- /proc
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def proc_cmdline(pid: int) -> str:
+    """The command line of a process ('' if it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def proc_children(pid: int) -> list[int]:
+    """Direct children of pid (scans /proc: works without CONFIG_PROC_CHILDREN)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            out.append(int(entry.name))
+    return sorted(out)
+
+
+def proc_memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM (peak RSS) etc. of a process from /proc/<pid>/status, in kB ({} if gone)."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Vm") and line.endswith(" kB"):
+                name, value = line.split(":", 1)
+                out[name] = int(value.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset a process's VmHWM to its current RSS (`echo 5 > /proc/<pid>/clear_refs`,
+    Linux >= 4.0, needs to own the process); False if that is not possible."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0.0 if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rfind(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK   # utime, stime
+
+
+class PeakRss:
+    """Peak resident memory of some processes over a with-block.
+
+    Resets each process's VmHWM on entry (when the kernel lets us) and reads it on exit;
+    meanwhile samples VmRSS every `interval` s in a thread, so the peak is known even where
+    VmHWM cannot be reset. `peak_kb[pid]` is the larger of the two.
+    """
+
+    def __init__(self, pids: Sequence[int], interval: float = 0.05) -> None:
+        import threading
+        self.pids = list(pids)
+        self.interval = interval
+        self.peak_kb: dict[int, int] = {}
+        self.hwm_reset = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self.hwm_reset = all([reset_peak_rss(pid) for pid in self.pids])
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while True:
+            for pid in self.pids:
+                rss = proc_memory_kb(pid).get("VmRSS", 0)
+                if rss > self.peak_kb.get(pid, 0):
+                    self.peak_kb[pid] = rss
+            if self._stop.wait(self.interval):
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.hwm_reset:
+            for pid in self.pids:
+                hwm = proc_memory_kb(pid).get("VmHWM", 0)
+                self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), hwm)
