@@ -25,11 +25,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from experiments.history import WeightHistory, WeightPeriod
 from experiments.model import BanditSettings, check_floor
 from experiments.stats.arm import ArmStats, MetricKind
-from experiments.stats.best import prob_best_beta, prob_best_normal
 
 __all__ = ["BanditPhase", "BanditWeights", "WeightHistory", "WeightPeriod", "apply_floor",
            "compute_weights", "segment_weights"]
@@ -46,6 +46,12 @@ class BanditWeights:
     p_best: tuple[float, ...] | None      # P(arm is best); None during burn-in
     phase: BanditPhase
     detail: str                           # why, in words (for logs and /why)
+
+
+def _best() -> Any:
+    """scipy, loaded the first time weights are computed (not in every proxy worker)."""
+    from experiments.stats import best
+    return best
 
 
 def apply_floor(weights: Sequence[float], floor: float) -> tuple[float, ...]:
@@ -71,7 +77,7 @@ def compute_weights(
     if binary:
         alphas = [1.0 + s.sum for s in stats]
         betas = [1.0 + s.n - s.sum for s in stats]
-        return _thompson(prob_best_beta(alphas, betas, settings.top_two), settings)
+        return _thompson(_best().prob_best_beta(alphas, betas, settings.top_two), settings)
     means, sds = [], []
     for k, s in enumerate(stats):
         var = s.variance(MetricKind.MEAN)
@@ -80,7 +86,7 @@ def compute_weights(
                                  f"arm {k}: every unit has the same value, no posterior yet")
         means.append(s.mean)
         sds.append(math.sqrt(var / s.n))
-    return _thompson(prob_best_normal(means, sds, settings.top_two), settings)
+    return _thompson(_best().prob_best_normal(means, sds, settings.top_two), settings)
 
 
 def segment_weights(
@@ -103,7 +109,7 @@ def segment_weights(
             rate = (1.0 + glob.sum) / (2.0 + glob.n)  # global posterior mean
             alphas.append(strength * rate + seg.sum)
             betas.append(strength * (1.0 - rate) + seg.n - seg.sum)
-        return _thompson(prob_best_beta(alphas, betas, settings.top_two), settings)
+        return _thompson(_best().prob_best_beta(alphas, betas, settings.top_two), settings)
     means, sds = [], []
     for k, (seg, glob) in enumerate(zip(segment, overall, strict=True)):
         var = glob.variance(MetricKind.MEAN)
@@ -117,7 +123,7 @@ def segment_weights(
             weighted += data_precision * seg.mean
         means.append(weighted / precision)
         sds.append(math.sqrt(1.0 / precision))
-    return _thompson(prob_best_normal(means, sds, settings.top_two), settings)
+    return _thompson(_best().prob_best_normal(means, sds, settings.top_two), settings)
 
 
 def _thompson(probabilities: tuple[tuple[float, ...], tuple[float, ...]],

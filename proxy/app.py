@@ -146,12 +146,15 @@ class KairosApp:
             purge = CachePurge(self.http.cache, self.store, self.config.admin.token)
             self.admin.routes.update(purge.routes)
             self.tasks.append(asyncio.create_task(purge.follow()))
-        from .results.endpoints import ResultsEndpoints
-        self.results = ResultsEndpoints(self.store, self._experiment_definitions,
-                                        self.config.admin.token, self.config.admin.prefix)
+        self.results = _LazyResults(self.config.admin.prefix, self._results_endpoints)
         self.metrics.gauges["events_buffered"] = lambda: self.store.stats().buffered  # type: ignore[union-attr]
         self.metrics.gauges["events_dropped_total"] = lambda: self.store.stats().dropped  # type: ignore[union-attr]
         self.metrics.gauges["events_flushed_total"] = lambda: self.store.stats().flushed  # type: ignore[union-attr]
+
+    def _results_endpoints(self) -> Any:
+        from .results.endpoints import ResultsEndpoints  # scipy: only once results are read
+        return ResultsEndpoints(self.store, self._experiment_definitions,
+                                self.config.admin.token, self.config.admin.prefix)
 
     def _experiment_definitions(self) -> dict[str, Any]:
         if self.experiments is not None:   # the running rule set: hot-reloaded, validated
@@ -201,6 +204,25 @@ class KairosApp:
         return {"state": stats.state, "buffered": stats.buffered, "dropped": stats.dropped,
                 "flushed": stats.flushed, "flush_errors": stats.flush_errors,
                 "last_error": stats.last_error}
+
+
+class _LazyResults:
+    """The results pages, built on their first request: they load scipy and numpy (about
+    70 MB per worker), which a proxy that nobody asks for results never needs."""
+
+    def __init__(self, prefix: str, build: Any) -> None:
+        self.base = f"{prefix}results"
+        self._build = build
+        self._endpoints: Any = None
+
+    def handles(self, path: str) -> bool:   # the same paths as ResultsEndpoints.handles
+        rest = path[len(self.base):] if path.startswith(self.base) else None
+        return rest is not None and (rest in ("", ".json", ".csv") or rest.startswith("/"))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self._endpoints is None:
+            self._endpoints = self._build()
+        await self._endpoints(scope, receive, send)
 
 
 def create_app(config: Config, transform: PageTransform | None = None) -> KairosApp:

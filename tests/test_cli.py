@@ -280,3 +280,16 @@ def test_rules_check_exits_non_zero_on_errors(tmp_path: Path) -> None:
     good = subprocess.run([*KAIROS, "rules", "check", str(REPO_RULES)], capture_output=True,
                           text=True, timeout=60)
     assert good.returncode == 0, good.stdout
+
+
+def test_a_proxy_worker_does_not_load_scipy_until_results_are_read() -> None:
+    """scipy and numpy cost each worker ~70 MB and a second of start-up; only the results
+    pages and bandit computations need them, and import them when they run."""
+    code = ("import sys, proxy.app, proxy.http_proxy, proxy.bandit_loop, experiments.stats\n"
+            "from experiments.stats import ArmStats\n"
+            "assert 'scipy' not in sys.modules and 'numpy' not in sys.modules, 'loaded'\n"
+            "from experiments.stats import prob_best_beta\n"
+            "assert 'scipy' in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -28,7 +28,6 @@ from typing import Any
 
 from experiments.history import WeightHistory
 from experiments.model import Experiment
-from experiments.results import Covariate
 from experiments.stats import ArmStats
 from proxy.store.client import StoreClient, translated
 from proxy.store.keys import (
@@ -139,7 +138,7 @@ class ExperimentCounts:
         """Whether any exposure in these days carried a covariate."""
         return any(d.covariates for d in self.days)
 
-    def covariates(self) -> dict[str, Covariate] | None:
+    def covariates(self) -> dict[str, Any] | None:   # arm -> experiments.results.Covariate
         """arm -> CUPED covariate over all days (``summarise(covariates=...)``); None when no
         exposure carried one. Units exposed without x count as x = 0 (their conversions
         carried none either, so their x * y is 0 too): a fixed pre-exposure function of the
@@ -159,7 +158,7 @@ class ExperimentCounts:
             if x.units > units[arm]:
                 raise ValueError(f"{where}: {x.units} units with a covariate but only "
                                  f"{units[arm]} units")
-            out[arm] = Covariate(stats, {goal: self.goal_totals(goal)[arm].sum_xy
+            out[arm] = _covariate(stats, {goal: self.goal_totals(goal)[arm].sum_xy
                                          for goal in self.goals}, x.units)
         return out
 
@@ -302,6 +301,13 @@ def _goal_totals(h: Mapping[str, str], arms: tuple[str, ...]) -> dict[str, GoalT
                           float(h.get(f"{a}:sumsq", 0.0)),
                           float(h.get(f"{a}:{COVARIATE_XY}", 0.0)))
             for a in arms if f"{a}:n" in h}
+
+
+def _covariate(*args: Any, **kwargs: Any) -> Any:
+    """experiments.results.Covariate, imported when first read (the results load scipy;
+    a proxy worker that only counts never does)."""
+    from experiments.results import Covariate
+    return Covariate(*args, **kwargs)
 
 
 def _covariates(h: Mapping[str, str], arms: tuple[str, ...]) -> dict[str, CovariateTotals]:
