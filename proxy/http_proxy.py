@@ -82,7 +82,7 @@ class HttpProxy:
                                    config.cache.serve_stale_seconds)
             self.revalidator = Revalidator(self.cache, upstream, config.upstream_origin,
                                            config.limits.max_rewrite_bytes, metrics)
-            self.preparer = Preparer(transform, config.limits.max_rewrite_bytes)
+            self.preparer = Preparer(transform, config.limits.max_rewrite_bytes, self.cache)
         self.trusted = client_ip.TrustedNetworks(config.server.trusted_proxies)
         self.via = f"1.1 {config.server.via_name}".encode()
         self.origin = config.upstream_origin   # parsed once, compared on every redirect

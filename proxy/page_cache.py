@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import re
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -109,9 +110,10 @@ class Preparer:
     rewrite, and up to a few hundred ms for selectors that match thousands of elements);
     meanwhile views take the full path, which gives the same page."""
 
-    def __init__(self, transform: Any, limit: int) -> None:
+    def __init__(self, transform: Any, limit: int, cache: EdgeCache) -> None:
         self.transform = transform
         self.limit = limit
+        self.cache = cache
         self._tasks: set[asyncio.Task[None]] = set()
 
     def ready(self, entry: CacheEntry, host: str, path: str) -> Prepared | None:
@@ -126,12 +128,20 @@ class Preparer:
         if slot is not version:   # not already being prepared for these rules
             entry.compiled = version
             task = asyncio.get_running_loop().create_task(
-                asyncio.to_thread(self._prepare, entry, version, host, path))
+                self._prepare(entry, version, host, path))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return None
 
-    def _prepare(self, entry: CacheEntry, version: object, host: str, path: str) -> None:
+    async def _prepare(self, entry: CacheEntry, version: object, host: str,
+                       path: str) -> None:
+        prepared = await asyncio.to_thread(self._build, entry, version, host, path)
+        if entry.compiled is version:   # nothing newer meanwhile (a reload, a refresh)
+            entry.compiled = prepared
+            # What the page now holds besides its wire bytes counts against cache.max_mb.
+            self.cache.charge(entry, _size(prepared, entry.body))
+
+    def _build(self, entry: CacheEntry, version: object, host: str, path: str) -> Prepared:
         try:
             decoded = decode_page(entry.body, entry.headers, self.limit)
             compiled = self.transform.prepare(decoded.html, host, path)
@@ -139,14 +149,26 @@ class Preparer:
                 pieces = precompress(decoded.html, regions(decoded.html, compiled),
                                      decoded.codec, decoded.raw[:decoded.bom])
                 decoded = dataclasses.replace(decoded, pieces=pieces)
-            entry.compiled = Prepared(version, decoded, compiled)
+            return Prepared(version, decoded, compiled)
         except Exception as exc:   # undecodable or a bug: views keep the full path
             log.info("cached page %s not compiled: %s", path, exc)
-            entry.compiled = Prepared(version)
+            return Prepared(version)
 
     async def close(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=1.0)
+
+
+def _size(prepared: Prepared, body: bytes) -> int:
+    """Bytes a preparation holds, roughly: decoded bytes (unless they are the stored body
+    itself), the text (1-4 bytes a character), the gzip pieces and the compiled slots."""
+    decoded = prepared.decoded
+    if decoded is None:
+        return 0
+    size = (0 if decoded.raw is body else len(decoded.raw)) + sys.getsizeof(decoded.html)
+    if decoded.pieces is not None:
+        size += sum(len(blob) for blob in decoded.pieces.blobs)
+    return size + 64 * getattr(prepared.compiled, "element_count", 0) + 1024
 
 
 def regions(html: str, compiled: Any) -> list[tuple[int, int]]:

@@ -551,3 +551,21 @@ def test_stats_count_what_the_metrics_need() -> None:
         "evictions": 0, "stores": 1}
     assert stats["bytes"] == kept.size > len(PAGE)
     assert stats["max_bytes"] == 1 << 20
+
+
+def test_what_is_derived_from_a_page_counts_against_the_budget() -> None:
+    """A cached page's decoded text, compiled slots and gzip pieces are charged to it: the
+    cache then evicts older pages to stay within max_bytes."""
+    cache = EdgeCache(max_bytes=100_000)
+    request: list[tuple[bytes, bytes]] = []
+    headers = [(b"content-type", b"text/html"), (b"cache-control", b"max-age=60"),
+               (b"etag", b'"a"'), (b"date", b"Sun, 22 Nov 2026 20:00:00 GMT")]
+    now = 1_795_377_600.0
+    first = cache.store("http", "shop", "/a", request, 200, headers, b"x" * 6000, now)
+    second = cache.store("http", "shop", "/b", request, 200, headers, b"y" * 6000, now)
+    assert first is not None and second is not None and len(cache) == 2
+    before = cache.bytes
+    cache.charge(second, 20_000)
+    assert cache.bytes == before + 20_000 and len(cache) == 2
+    cache.charge(second, 70_000)   # over the budget: the least recently used page goes
+    assert not first.stored and second.stored and cache.bytes <= cache.max_bytes

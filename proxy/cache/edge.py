@@ -318,6 +318,16 @@ class EdgeCache:
         while self.bytes > self.max_bytes and self._lru:
             self._evict(next(iter(self._lru)))
 
+    def charge(self, entry: CacheEntry, extra: int) -> None:
+        """Count ``extra`` more bytes for a stored page (what is derived from it: its
+        decoded text, compiled slots, gzip pieces) and evict to stay within the budget."""
+        if not entry.stored:
+            return
+        entry.size += extra
+        self.bytes += extra
+        while self.bytes > self.max_bytes and self._lru:
+            self._evict(next(iter(self._lru)))
+
     def _evict(self, entry: CacheEntry) -> None:
         self._remove(entry)
         self.counts["evictions"] += 1
