@@ -32,7 +32,9 @@ SECRET_FILE = "cookie-secret"
 @dataclass(frozen=True)
 class Recognition:
     context: VisitorContext
-    set_cookie: bytes | None   # the visitor cookie to send, None to leave it alone
+    # The state the visitor cookie should hold, None to leave the cookie alone; encoded
+    # (HMAC) only once the response knows its final cookie (proxy.visitor_outcome).
+    cookie: identity.VisitorState | None
 
 
 class Visitors:
@@ -63,11 +65,9 @@ class Visitors:
                                 max_age_days=self.config.cookies.max_age_days)
         context = build_context(facts, state, self.settings, now, self.geo_reader, self.signals)
         cookie = context.cookie_state if count_visit else None
-        if cookie is None or context.device.kind == "bot":
-            # Crawlers get the page the rules give them but no identity (S8).
-            return Recognition(context, None)
-        return Recognition(context, self._cookie(identity.encode(cookie, self.secrets[0]),
-                                                 client.scheme))
+        if context.device.kind == "bot":
+            cookie = None   # crawlers get the page the rules give them but no identity (S8)
+        return Recognition(context, cookie)
 
     def cookie_for(self, state: identity.VisitorState, scheme: str) -> bytes:
         """The Set-Cookie value that stores ``state`` (e.g. after experiment decisions)."""

@@ -34,17 +34,28 @@ class VisitorOutcome:
         self.experiments = experiments
         self.metrics = metrics
         self.record = record
-        self.set_cookie: bytes | None = None
-        self.base_cookie: bytes | None = None   # the cookie without this request's counts
+        self.cookie: VisitorState | None = None   # what the visitor cookie will hold
+        self.base_cookie: VisitorState | None = None   # ... without this request's counts
+        self._encoded: tuple[VisitorState, bytes] | None = None
         self.scheme = "http"
         self.state: VisitorState | None = None   # what the cookie will hold
         self.decided: PageExperiments = NOTHING
         self.pending: tuple[Any, ...] = ()       # counted once the response starts (< 500)
 
+    @property
+    def set_cookie(self) -> bytes | None:
+        """The Set-Cookie value, signed once however often the state changed before."""
+        cookie = self.cookie
+        if cookie is None or self.visitors is None:
+            return None
+        if self._encoded is None or self._encoded[0] is not cookie:
+            self._encoded = (cookie, self.visitors.cookie_for(cookie, self.scheme))
+        return self._encoded[1]
+
     def recognised(self, recognition: Recognition | None, scheme: str) -> None:
         self.scheme = scheme
         if recognition is not None:
-            self.set_cookie = self.base_cookie = recognition.set_cookie
+            self.cookie = self.base_cookie = recognition.cookie
             self.state = recognition.context.cookie_state
 
     def decide(self, context: Any, host: str, path: str, query: str) -> PageExperiments:
@@ -61,8 +72,7 @@ class VisitorOutcome:
         self.pending = decided.events
         if decided.state is not None and decided.state is not context.cookie_state \
                 and self.base_cookie is not None:
-            self.state = decided.state
-            self.set_cookie = self.visitors.cookie_for(decided.state, self.scheme)
+            self.state = self.cookie = decided.state
         return decided
 
     def origin_events(self, values: list[bytes], request_headers: list[tuple[bytes, bytes]],
@@ -84,13 +94,12 @@ class VisitorOutcome:
             self.metrics.errors[f"origin_event_{reason}"] += 1
             return
         self.pending = (*self.pending, *events)
-        self.state = state
-        self.set_cookie = self.visitors.cookie_for(state, self.scheme)
+        self.state = self.cookie = state
 
     def on_status(self, status: int) -> None:
         """Before the response headers go out: an error page counts nothing."""
         if status >= 500:
-            self.set_cookie, self.pending = self.base_cookie, ()
+            self.cookie, self.pending = self.base_cookie, ()
 
     def count(self) -> None:
         """When the response starts: hand the events to the store's buffer."""
