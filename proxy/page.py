@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from . import charset, codings
+from .byte_splice import ByteMap
 from .gzip_pieces import Pieces, gzip_view
 from .headers import RawHeaders, first, has_token, make_private, without
 
@@ -88,6 +89,7 @@ class Decoded:
     bom: int         # bytes of byte-order mark before the text
     html: str
     pieces: Pieces | None = None   # the text deflated in pieces, for gzip views
+    bytes_map: ByteMap | None = None   # to splice a view's bytes without encoding it all
 
 
 def decode_page(wire_body: bytes, headers: RawHeaders, decoded_limit: int) -> Decoded:
@@ -121,7 +123,11 @@ def rewrite(
     if edit is None or edit.html == html:
         return None
     raw = decoded.raw
-    new_raw = raw[:decoded.bom] + edit.html.encode(decoded.codec, errors="xmlcharrefreplace")
+    if decoded.bytes_map is not None and edit.splices is not None:
+        new_raw = decoded.bytes_map.splice(edit.splices)   # only the edits are encoded
+    else:
+        new_raw = raw[:decoded.bom] + edit.html.encode(decoded.codec,
+                                                       errors="xmlcharrefreplace")
     if decoded.pieces is not None and edit.splices is not None and encoding in (b"gzip",
                                                                                 b"x-gzip"):
         body = gzip_view(decoded.pieces, edit.splices, new_raw)   # only the slots deflated

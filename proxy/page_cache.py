@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .byte_splice import byte_map
 from .cache import CacheEntry, EdgeCache, conditional_headers
 from .errors import ProxyError
 from .gzip_pieces import precompress
@@ -145,9 +146,13 @@ class Preparer:
         try:
             decoded = decode_page(entry.body, entry.headers, self.limit)
             compiled = self.transform.prepare(decoded.html, host, path)
+            changeable = regions(decoded.html, compiled)
+            decoded = dataclasses.replace(decoded, bytes_map=byte_map(
+                decoded.html, decoded.raw, decoded.bom, decoded.codec,
+                [edge for region in changeable for edge in region]))
             if (entry.coding or b"").strip().lower() in (b"gzip", b"x-gzip"):   # slots only
-                pieces = precompress(decoded.html, regions(decoded.html, compiled),
-                                     decoded.codec, decoded.raw[:decoded.bom])
+                pieces = precompress(decoded.html, changeable, decoded.codec,
+                                     decoded.raw[:decoded.bom])
                 decoded = dataclasses.replace(decoded, pieces=pieces)
             return Prepared(version, decoded, compiled)
         except Exception as exc:   # undecodable or a bug: views keep the full path
