@@ -45,10 +45,20 @@ def insertion(page: str, src: str, endpoint: str, token: str, selectors: tuple[s
     None when the tag is already there (a page served twice through Kairos)."""
     if MARKER in page:
         return None
-    found = _NONCE.search(page)
+    # Substring tests first: the regular expressions cost ~0.4 ms on a 100 KB page (measured
+    # in a live worker), and most pages have no nonce and a lower-case </body>.
+    found = _NONCE.search(page) if "nonce" in page or "NONCE" in page else None
     snippet = tag(src, endpoint, token, selectors, found.group(1) if found else None)
-    ends = list(_BODY_END.finditer(page))
-    return (ends[-1].start() if ends else len(page)), snippet
+    return _body_end(page), snippet
+
+
+def _body_end(page: str) -> int:
+    """Where the last ``</body>`` starts (any case, spaces before ``>``), else the end."""
+    at = max(page.rfind("</body"), page.rfind("</BODY"))
+    if at >= 0 and _BODY_END.match(page, at) and not _BODY_END.search(page, at + 2):
+        return at
+    ends = list(_BODY_END.finditer(page))   # mixed case, or a later match spelled otherwise
+    return ends[-1].start() if ends else len(page)
 
 
 def inject(page: str, src: str, endpoint: str, token: str, selectors: tuple[str, ...]

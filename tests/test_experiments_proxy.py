@@ -565,3 +565,19 @@ def test_kairos_explain_gives_the_arm_the_proxy_gives(proxy: RunningKairos, rule
         (entry,) = json.loads(result.stdout)["experiments"]
         assert (entry["experiment"], entry["arm"]) == (exp_id, arm)
         assert entry["reason"] == "your arm was drawn when you first saw this experiment"
+
+
+def test_the_goals_script_goes_before_the_last_body_end_tag_in_any_spelling() -> None:
+    from proxy.goals_script import insertion
+
+    def at(page: str) -> int:
+        found = insertion(page, "/g.js", "/e", "t", ())
+        assert found is not None
+        return found[0]
+
+    assert at("<body>a</body></html>") == 7
+    assert at("<body>a</BODY ></html>") == 7
+    assert at("<body>a</Body></html>") == 7
+    assert at("<body>a</body><!-- </body> --></body>") == 30   # the last one wins
+    assert at("<p>no body end") == len("<p>no body end")
+    assert at("<body>x</bodyguard></body>") == 19
