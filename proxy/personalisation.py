@@ -46,7 +46,8 @@ class Personalisation:
         variant = f"{edit.variant};goals" if edit is not None else "goals"
         splices = edit.splices if edit is not None else ()
         found = goals_script.insertion(html, self.script_src, self.event_url, decided.script,
-                                       decided.click_selectors)
+                                       decided.click_selectors,
+                                       remember=page.compiled is not None)
         if found is not None and splices is not None and not any(
                 start < found[0] < end for start, end, _ in splices):
             # One more splice on the origin's text: the stored gzip pieces still apply.
