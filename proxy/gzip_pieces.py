@@ -30,7 +30,7 @@ from dataclasses import dataclass
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"   # deflate, no name, no mtime
 FINAL_EMPTY_BLOCK = b"\x03\x00"   # BFINAL, fixed Huffman, end of block
 MIN_GAP = 4096   # changeable regions closer than this share one piece
-LEVEL = 5   # as proxy.codings re-encodes
+LEVEL = 5   # stored pieces are deflated once per cached page: worth a higher level
 # Codecs whose encoding of a string is the concatenation of the encodings of its parts.
 _STATELESS = ("utf-8", "utf_8", "ascii", "latin-1", "latin_1", "iso8859", "iso-8859",
               "cp12", "windows-12", "koi8", "mac-roman", "mac_roman")
