@@ -220,8 +220,8 @@ class _LazyResults:
         return rest is not None and (rest in ("", ".json", ".csv") or rest.startswith("/"))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if self._endpoints is None:
-            self._endpoints = self._build()
+        if self._endpoints is None:   # importing scipy takes ~1 s: not on the event loop
+            self._endpoints = await asyncio.to_thread(self._build)
         await self._endpoints(scope, receive, send)
 
 

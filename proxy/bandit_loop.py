@@ -47,12 +47,14 @@ computation, which is due at once.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import math
 import os
 import secrets
 import socket
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -239,6 +241,9 @@ class BanditLoop:
         if not _due(exp, at, entry):
             log.debug("bandit %r: weights published elsewhere within the cadence", exp.id)
             return False
+        if "experiments.stats.best" not in sys.modules:
+            # scipy loads in ~1 s: in a thread, not on the event loop serving pages.
+            await asyncio.to_thread(importlib.import_module, "experiments.stats.best")
         if "@" in exp.id:   # a segment: shrunk toward the rule's global counts
             base = replace(exp, id=exp.id.partition("@")[0])
             result = _compute_segment(exp, await reader.read(exp), await reader.read(base))

@@ -581,3 +581,25 @@ def test_the_goals_script_goes_before_the_last_body_end_tag_in_any_spelling() ->
     assert at("<body>a</body><!-- </body> --></body>") == 30   # the last one wins
     assert at("<p>no body end") == len("<p>no body end")
     assert at("<body>x</bodyguard></body>") == 19
+
+
+def test_the_running_proxy_serves_results_of_its_own_experiments(upstream: Upstream,
+                                                                  valkey: ValkeyServer,
+                                                                  rules_dir: Path,
+                                                                  exp_id: str) -> None:
+    """The results pages are built on their first request (they load scipy) and read the
+    definitions of the proxy's own rule library."""
+    kairos = running(upstream, valkey.connection_url, rules_dir,
+                     **{"admin.token": "results-token"})
+    try:
+        for _ in range(4):
+            with visitor(kairos) as client:
+                client.get("/html")
+        wait_for(lambda: sum(units(valkey.connection_url, exp_id).values()), 4, "exposures")
+        assert httpx.get(kairos.url + "/_kairos/results.json").status_code == 401
+        listing = httpx.get(kairos.url + "/_kairos/results.json",
+                            headers={"Authorization": "Bearer results-token"})
+        assert listing.status_code == 200, listing.text
+        assert exp_id in listing.text
+    finally:
+        kairos.stop()
