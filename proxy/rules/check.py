@@ -12,6 +12,7 @@ from proxy.rules import matching, schedule
 from proxy.rules.experiments import ArmContent, ExperimentDef
 from proxy.rules.loader import RuleLibrary
 from proxy.rules.model import Change, Pages, Rule, RuleError
+from proxy.rules.pages import glob_regex
 from proxy.rules.plan import rank
 from proxy.rules.ruleset import RuleSet
 
@@ -38,9 +39,54 @@ def check_folder(path: str | os.PathLike[str]) -> CheckReport:
                  + "".join(f", {n} {what}" for what, n in (
                      ("experiments", sum(not d.optimised for d in ruleset.experiments)),
                      ("optimised rules", sum(d.optimised for d in ruleset.experiments))) if n))
+    lines.extend(shared_slots(ruleset))
     lines.extend(summary(ruleset))
     lines.extend(experiments(ruleset))
     return CheckReport(not errors, "\n".join(lines) + "\n", errors, ruleset)
+
+
+def shared_slots(ruleset: RuleSet) -> list[str]:
+    """Warnings (not errors) for experiments outside one layer that change the same slot on
+    pages they may share: the proxy then shows and counts only the first (file order) where
+    both run, and the other's results miss those visitors."""
+    out = []
+    found = ruleset.experiments
+    for i, first in enumerate(found):
+        for later in found[i + 1:]:
+            same_layer = first.experiment.layer is not None and \
+                first.experiment.layer == later.experiment.layer
+            slots = sorted(_territory(first) & _territory(later))
+            if same_layer or not slots or not _may_share_pages(first.pages, later.pages):
+                continue
+            out.append(f'warning: "{first.id}" ({first.where}) and "{later.id}" '
+                       f"({later.where}) both change {', '.join(slots)} on pages they may "
+                       f'share; where both run, "{later.id}" is neither shown nor counted '
+                       "(/_kairos/why says slot_taken): put them in one layer, or apart")
+    return ["", *out] if out else []
+
+
+def _territory(definition: ExperimentDef) -> set[str]:
+    return {change.selector for arm in definition.arms for change in arm.changes}
+
+
+def _may_share_pages(a: Pages, b: Pages) -> bool:
+    """Could one path be a page of both? Exact for literal paths and globs against literal
+    paths; two globs (or any regex) are assumed to overlap when their literal prefixes do."""
+    if a.hosts and b.hosts and not set(a.hosts) & set(b.hosts):
+        return False
+    if a.regexes or b.regexes:
+        return True
+    for x in a.globs:
+        for y in b.globs:
+            if "*" not in x and glob_regex(y).fullmatch(x):
+                return True
+            if "*" not in y and glob_regex(x).fullmatch(y):
+                return True
+            if "*" in x and "*" in y:
+                px, py = x.split("*", 1)[0], y.split("*", 1)[0]
+                if px.startswith(py) or py.startswith(px):
+                    return True
+    return False
 
 
 def summary(ruleset: RuleSet) -> list[str]:
