@@ -565,3 +565,28 @@ def test_rules_check_lists_an_optimised_rule_at_its_own_priority(tmp_path: Path)
             "salt = id; start: at once; end: none\n"
             "  variants:\n    shop 0.5: #cta set-text\n    explore 0.5: #cta set-text\n"
             "  goals: goal (page url /checkout/complete) primary\n") in report.text
+
+
+def test_rules_check_warns_about_experiments_sharing_a_slot_outside_one_layer(
+        tmp_path: Path) -> None:
+    from proxy.rules.check import check_folder
+
+    def experiment(eid: str, pages: str, layer: str = "") -> str:
+        return (f'[[experiment]]\nid = "{eid}"\npages = {pages}\n'
+                + (f'layer = "{layer}"\ntraffic = 0.5\n' if layer else "")
+                + 'goals = [{ id = "g", kind = "page", url = "/done", primary = true }]\n'
+                '[[experiment.arms]]\nid = "control"\nweight = 0.5\n'
+                '[[experiment.arms]]\nid = "b"\nweight = 0.5\nslot = "#hero"\ntext = "B"\n')
+
+    (tmp_path / "a.toml").write_text(experiment("first", '["/"]')
+                                     + experiment("second", '["/*"]')
+                                     + experiment("elsewhere", '["/products/x"]')
+                                     + experiment("l1", '["/x"]', "home")
+                                     + experiment("l2", '["/x"]', "home"))
+    report = check_folder(tmp_path)
+    assert report.ok, report.text
+    warnings = [line for line in report.text.splitlines() if line.startswith("warning:")]
+    assert any('"first"' in w and '"second"' in w and "#hero" in w and "one layer" in w
+               for w in warnings), report.text
+    assert not any('"l1"' in w and '"l2"' in w for w in warnings)        # one layer: fine
+    assert not any('"first"' in w and '"elsewhere"' in w for w in warnings)   # never share
