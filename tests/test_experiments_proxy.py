@@ -603,3 +603,37 @@ def test_the_running_proxy_serves_results_of_its_own_experiments(upstream: Upstr
         assert exp_id in listing.text
     finally:
         kairos.stop()
+
+
+def test_a_frozen_redis_never_holds_up_a_page_and_counts_once_after(
+        upstream: Upstream, tmp_path: Path, rules_dir: Path, exp_id: str) -> None:
+    """kill -STOP on Redis while visitors arrive: every page is served at once with the
+    visitor's arm; after SIGCONT every exposure is counted, none twice."""
+    import os
+    import signal
+
+    server = EmbeddedValkey(tmp_path / "valkey", tcp_port=0)
+    server.start()
+    url = server.url
+    kairos = running(upstream, url, rules_dir, **{"store.socket_timeout": 0.2})
+    try:
+        early = [visitor(kairos) for _ in range(5)]
+        arms = [arm_of(c.get("/html")) for c in early]
+        wait_for(lambda: sum(units(url, exp_id).values()), 5, "first exposures")
+        os.kill(server.pid, signal.SIGSTOP)
+        try:   # a page that waited for Redis would hit the client's 5 s timeout and fail
+            late = [visitor(kairos) for _ in range(10)]
+            for client in late:
+                assert client.get("/html").status_code == 200
+            assert [arm_of(c.get("/html")) for c in early] == arms   # sticky, Redis or not
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        wait_for(lambda: sum(units(url, exp_id).values()), 15, "exposures after the thaw",
+                 timeout=10)
+        time.sleep(0.5)
+        assert sum(units(url, exp_id).values()) == 15   # and not more: no batch twice
+        for client in (*early, *late):
+            client.close()
+    finally:
+        kairos.stop()
+        server.stop()
