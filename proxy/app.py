@@ -14,7 +14,6 @@ import os
 import time
 from typing import Any
 
-from . import client_ip
 from . import config as config_module
 from .admin import Admin, UpstreamProbe
 from .background import every
@@ -123,15 +122,8 @@ class KairosApp:
                                      self.transform, self.experiments)
         self.admin.routes.update(endpoints.routes)
         if self.experiments is not None:
-            trusted = self.http.trusted
-
-            def scheme_of(scope: dict[str, Any]) -> str:
-                peer = (scope.get("client") or ("0.0.0.0", 0))[0]
-                return client_ip.resolve(peer, scope.get("scheme", "http"), scope["headers"],
-                                         trusted).scheme
-
             goals = GoalEndpoints(self.visitors, self.experiments, self.metrics,
-                                  self._record_event, scheme_of)
+                                  self._record_event, self.http.trusted)
             self.admin.routes.update(goals.routes)
         self.store = await Store.open(self.config.store, self.config.store.url)
         if self.experiments is not None:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from .config import Network
 
@@ -70,6 +71,12 @@ def resolve(
     scheme = proto.decode("ascii", "replace") if proto in (b"http", b"https") else None
     return ClientAddress(ip=ip, peer_trusted=True, scheme=scheme or connection_scheme,
                          host=fwd_host or None)
+
+
+def of_scope(scope: dict[str, Any], trusted: TrustedNetworks) -> ClientAddress:
+    """:func:`resolve` for an ASGI HTTP scope (Kairos's own endpoints)."""
+    peer = (scope.get("client") or ("0.0.0.0", 0))[0]
+    return resolve(peer, scope.get("scheme", "http"), scope["headers"], trusted)
 
 
 def _rightmost_untrusted(chain: list[str], peer: str, trusted: TrustedNetworks) -> str:

@@ -324,11 +324,10 @@ class Experimentation:
 
     # -- /why ---------------------------------------------------------------------------
 
-    def describe(self, context: Any, host: str, path: str, query: str, now: float
-                 ) -> list[dict[str, Any]]:
-        """Every experiment of this page with the visitor's arm or the reason they are not
-        in it, and the experiments the visitor is already in elsewhere."""
-        decided = self.on_page(context, host, path, query, now)
+    def describe(self, context: Any, decided: PageExperiments) -> list[dict[str, Any]]:
+        """Every experiment of this page (``decided``: :meth:`on_page` for it) with the
+        visitor's arm or the reason they are not in it, and the experiments the visitor is
+        already in elsewhere."""
         out: list[dict[str, Any]] = []
         for outcome in decided.outcomes:
             definition = self._defs[outcome.experiment]

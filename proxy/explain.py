@@ -73,9 +73,8 @@ def run(args: argparse.Namespace, config: Config) -> str:
     # memberships; planned weights, since the store is not read offline).
     runtime = Experimentation(lambda: library.ruleset, visitors.secrets,
                               holdout=config.experiments.holdout)
-    now = time.time()
-    decided = runtime.on_page(context, context.host, context.path, context.query, now)
-    experiments = runtime.describe(context, context.host, context.path, context.query, now)
+    decided = runtime.on_page(context, context.host, context.path, context.query, time.time())
+    experiments = runtime.describe(context, decided)
     page = PageRequest(method="GET", host=context.host, path=context.path, query=context.query,
                        headers=tuple(scope["headers"]), context=context, experiments=decided)
     rules = [d.to_dict() for d in plan(library.ruleset, context, page,

@@ -28,6 +28,7 @@ from typing import Any
 
 from experiments.model import GoalKind
 
+from . import client_ip
 from .context.device import classify
 from .experiment_runtime import GoalHit
 from .experimentation import Experimentation
@@ -77,13 +78,12 @@ def _number(text: str) -> float | None:
 
 class GoalEndpoints:
     def __init__(self, visitors: Visitors, experiments: Experimentation, metrics: Metrics,
-                 record: Callable[[Any], None], trusted_scheme: Callable[[dict[str, Any]], str]
-                 ) -> None:
+                 record: Callable[[Any], None], trusted: client_ip.TrustedNetworks) -> None:
         self.visitors = visitors
         self.experiments = experiments
         self.metrics = metrics
         self.record = record
-        self.scheme_of = trusted_scheme
+        self.trusted = trusted
 
     @property
     def routes(self) -> dict[str, Any]:
@@ -149,7 +149,8 @@ class GoalEndpoints:
             return 0, reason, None
         for event in events:
             self.record(event)
-        return len(events), "", self.visitors.cookie_for(state, self.scheme_of(scope))
+        return len(events), "", self.visitors.cookie_for(
+            state, client_ip.of_scope(scope, self.trusted).scheme)
 
     async def _reject(self, send: Any, reason: str, status: int) -> None:
         self.metrics.errors[f"beacon_rejected_{reason}"] += 1

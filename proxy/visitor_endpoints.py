@@ -31,9 +31,7 @@ class VisitorEndpoints:
         return {"why": self.why, "opt-out": self.opt_out, "opt-in": self.opt_in}
 
     def _client(self, scope: dict[str, Any]) -> client_ip.ClientAddress:
-        peer = (scope.get("client") or ("0.0.0.0", 0))[0]
-        return client_ip.resolve(peer, scope.get("scheme", "http"), scope["headers"],
-                                 self.trusted)
+        return client_ip.of_scope(scope, self.trusted)
 
     async def why(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path, query, fmt = transparency.target_path(scope)
@@ -43,11 +41,9 @@ class VisitorEndpoints:
         context = recognition.context
         decided, experiments = None, None
         if self.experiments is not None:
-            now = time.time()
             decided = self.experiments.on_page(context, context.host, context.path,
-                                               context.query, now)
-            experiments = self.experiments.describe(context, context.host, context.path,
-                                                    context.query, now)
+                                               context.query, time.time())
+            experiments = self.experiments.describe(context, decided)
         rules = self._describe(context, page_scope, decided)
         document = transparency.explain(context, rules, experiments)
         if fmt == "json":
