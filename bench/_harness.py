@@ -428,3 +428,18 @@ class PeakRss:
             for pid in self.pids:
                 hwm = proc_memory_kb(pid).get("VmHWM", 0)
                 self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), hwm)
+
+
+def verdict(ok: bool, aim: str) -> str:
+    """How a measurement fares against an aim, for the reports' tables."""
+    return f"{'met' if ok else 'MISSED'} ({aim})"
+
+
+def git_rev() -> str:
+    """The revision being measured (with -dirty for uncommitted changes)."""
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO_DIR), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        rev = ""
+    return rev or "unknown revision"

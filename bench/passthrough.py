@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shlex
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -122,9 +121,9 @@ def report(rows: list[tuple], args, header: str) -> str:
         min_ratio, max_added = AIMS.get(size, (None, None))
         table.append([
             leg, h.size_label(size), conc, f"{ratio:.0%}",
-            _verdict(ratio >= min_ratio, f"≥ {min_ratio:.0%}") if min_ratio else "",
+            h.verdict(ratio >= min_ratio, f"≥ {min_ratio:.0%}") if min_ratio else "",
             f"{added:+.3f}",
-            _verdict(added < max_added, f"< {max_added} ms") if max_added and conc == 1 else "",
+            h.verdict(added < max_added, f"< {max_added} ms") if max_added and conc == 1 else "",
         ])
     if table:
         out += ["", "### Kairos against the aims", ""]
@@ -133,10 +132,6 @@ def report(rows: list[tuple], args, header: str) -> str:
         out += ["", "Added p50 is judged at conc 1, where the median is the service time; at "
                 "higher concurrency it mostly restates the throughput gap (queueing)."]
     return "\n".join(out)
-
-
-def _verdict(ok: bool, aim: str) -> str:
-    return f"{'met' if ok else 'MISSED'} ({aim})"
 
 
 def main() -> None:
@@ -161,7 +156,7 @@ def main() -> None:
         "## Pass-through: direct vs nginx vs Kairos",
         "",
         f"- machine: {h.machine_summary()}",
-        f"- Kairos: {', '.join(f'`{c}`' for c in variants.values())} at {_git_rev()}, "
+        f"- Kairos: {', '.join(f'`{c}`' for c in variants.values())} at {h.git_rev()}, "
         f"workers {workers or 'not run'}, "
         f"store {args.store or 'embedded'}",
         f"- wrk -t1, {args.duration:g} s per cell after a 1 s warm-up, best of {args.rounds}; "
@@ -198,15 +193,6 @@ def _variants(values: list[str]) -> dict[str, str]:
             label, cmd = "", value        # "CMD", or a command whose first word has a "="
         out[label or f"{len(out) + 1}" if len(values) > 1 else label] = cmd
     return out
-
-
-def _git_rev() -> str:
-    try:
-        rev = subprocess.run(["git", "-C", str(h.REPO_DIR), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
-    except OSError:
-        rev = ""
-    return rev or "unknown revision"
 
 
 if __name__ == "__main__":

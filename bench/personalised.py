@@ -737,9 +737,9 @@ def report(cells: list[Cell], memory: list[tuple], header: str, args) -> str:
         judged = c.page_set == AIM_SET
         table.append([
             c.leg, c.page_set, c.encoding, c.conc, f"{ratio:.0%}",
-            _verdict(ratio >= min_ratio, f"≥ {min_ratio:.0%}") if judged else "",
+            h.verdict(ratio >= min_ratio, f"≥ {min_ratio:.0%}") if judged else "",
             f"{added50:+.2f}",
-            _verdict(added50 <= max_added, f"≤ {max_added} ms")
+            h.verdict(added50 <= max_added, f"≤ {max_added} ms")
             if judged and max_added and c.conc == 1 else "",
             f"{added99:+.2f}", _rss(c.rss_kb)])
     if table:
@@ -768,7 +768,7 @@ def report(cells: list[Cell], memory: list[tuple], header: str, args) -> str:
             rows.append([leg, f"{m['requests']:,}", f"{m['rps']:,.0f}", cache,
                          "yes" if m["full"] else "NO (time limit)", _rss(m["before_kb"]),
                          _rss(m["peak_kb"]),
-                         _verdict(peak < MEMORY_AIM_MB, f"< {MEMORY_AIM_MB} MB")])
+                         h.verdict(peak < MEMORY_AIM_MB, f"< {MEMORY_AIM_MB} MB")])
         out.append(h.markdown_table(
             ["leg", "requests", "req/s", "cache per worker at the end (counted)", "full",
              "RSS/worker before MB", "peak RSS/worker MB", "aim"], rows))
@@ -777,19 +777,6 @@ def report(cells: list[Cell], memory: list[tuple], header: str, args) -> str:
 
 def _rss(peaks: dict[int, int]) -> str:
     return " / ".join(f"{kb / 1024:.0f}" for _, kb in sorted(peaks.items()))
-
-
-def _verdict(ok: bool, aim: str) -> str:
-    return f"{'met' if ok else 'MISSED'} ({aim})"
-
-
-def _git_rev() -> str:
-    try:
-        rev = subprocess.run(["git", "-C", str(h.REPO_DIR), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
-    except OSError:
-        rev = ""
-    return rev or "unknown revision"
 
 
 # --------------------------------------------------------------------------- main
@@ -946,7 +933,7 @@ def main() -> None:
         f"- machine: {h.machine_summary()}; load average {load_start[0]:.2f} at the start, "
         f"{load_end[0]:.2f} at the end; {time.strftime('%Y-%m-%d %H:%M')}; "
         f"took {(time.monotonic() - started) / 60:.1f} min",
-        f"- Kairos: `{args.kairos}` at {_git_rev()}, workers {workers}, embedded Valkey per "
+        f"- Kairos: `{args.kairos}` at {h.git_rev()}, workers {workers}, embedded Valkey per "
         f"instance, page cache {CACHE_MB} MB per worker (uncached: KAIROS_CACHE_ENABLED=false)",
         "- per page: 3 slots, 7 rules on the full context + an A/B experiment on slot 2; "
         f"visitors: {args.visitors}; a new X-Forwarded-For /24 per request, "
