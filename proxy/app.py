@@ -182,8 +182,9 @@ class KairosApp:
         if self.http is not None:
             if self.http.revalidator is not None:
                 await self.http.revalidator.close()
-            if self.http.preparer is not None:
-                await self.http.preparer.close()
+            for preparer in (self.http.preparer, self.http.repeated_preparer):
+                if preparer is not None:
+                    await preparer.close()
             await self.http.upstream.aclose()
 
     def _rules_status(self) -> dict[str, Any]:

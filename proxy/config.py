@@ -137,6 +137,10 @@ class CacheConfig:
     max_mb: int = 64
     # Upper bound on the origin's stale-while-revalidate and stale-if-error, in seconds.
     serve_stale_seconds: int = 60
+    # Memory per worker for pages that may not be kept but come back byte for byte the same,
+    # so each is parsed once (proxy/page_memo.py), in MB; 0 turns it off. Independent of
+    # ``enabled``: nothing is served from it that the origin did not just send.
+    repeated_pages_mb: int = 16
 
 
 def _default_context() -> ContextSettings:
@@ -428,6 +432,8 @@ def _check(config: Config, origin: dict[tuple[str, str], str]) -> None:
         fail("cache", "max_mb", "megabytes from 1 to 4096 (per worker)")
     if not 0 <= config.cache.serve_stale_seconds <= 86_400:
         fail("cache", "serve_stale_seconds", "seconds from 0 (never serve stale) to 86400")
+    if not 0 <= config.cache.repeated_pages_mb <= 4096:
+        fail("cache", "repeated_pages_mb", "megabytes from 0 (off) to 4096 (per worker)")
 
 
 

