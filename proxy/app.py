@@ -9,12 +9,14 @@ shutdown. uvicorn workers call :func:`app_from_environment`, which rebuilds the 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
 from typing import Any
 
 from . import config as config_module
+from . import worker_process
 from .admin import Admin, UpstreamProbe
 from .background import every
 from .bandit_loop import BanditLoop
@@ -40,8 +42,10 @@ NO_WEIGHTS = Weights()
 
 
 class KairosApp:
-    def __init__(self, config: Config, transform: PageTransform | None = None) -> None:
+    def __init__(self, config: Config, transform: PageTransform | None = None, *,
+                 owns_process: bool = False) -> None:
         self.config = config
+        self.owns_process = owns_process   # a server worker: may tune the process (gc)
         self.transform = transform
         self.metrics = Metrics()
         self.store: Store | None = None
@@ -142,6 +146,9 @@ class KairosApp:
         self.metrics.gauges["events_buffered"] = lambda: self.store.stats().buffered  # type: ignore[union-attr]
         self.metrics.gauges["events_dropped_total"] = lambda: self.store.stats().dropped  # type: ignore[union-attr]
         self.metrics.gauges["events_flushed_total"] = lambda: self.store.stats().flushed  # type: ignore[union-attr]
+        if self.owns_process:
+            worker_process.freeze_startup_objects()
+            self.metrics.gauges["gc_frozen_objects"] = gc.get_freeze_count
 
     def _results_endpoints(self) -> Any:
         from .results.endpoints import ResultsEndpoints  # scipy: only once results are read
@@ -185,6 +192,7 @@ class KairosApp:
             for preparer in (self.http.preparer, self.http.repeated_preparer):
                 if preparer is not None:
                     await preparer.close()
+            self.http.preparing.shutdown(wait=False, cancel_futures=True)
             await self.http.upstream.aclose()
 
     def _rules_status(self) -> dict[str, Any]:
@@ -226,4 +234,5 @@ def app_from_environment() -> KairosApp:
     """uvicorn factory for worker processes (``--factory``)."""
     resolved = os.environ.get(config_module.RESOLVED_ENV)
     config = config_module.from_json(resolved) if resolved else config_module.load()
-    return create_app(config)
+    worker_process.tune_allocator()
+    return KairosApp(config, owns_process=True)

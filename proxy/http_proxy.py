@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import client_ip, codings, page
@@ -78,18 +79,21 @@ class HttpProxy:
         self.cache: EdgeCache | None = None
         self.revalidator: Revalidator | None = None
         self.preparer: Preparer | None = None
+        # Pages are prepared (decoded, compiled) one at a time, off the event loop.
+        self.preparing = ThreadPoolExecutor(1, thread_name_prefix="kairos-prepare")
         if config.cache.enabled:
             self.cache = EdgeCache(config.cache.max_mb * 1024 * 1024,
                                    config.cache.serve_stale_seconds)
             self.revalidator = Revalidator(self.cache, upstream, config.upstream_origin,
                                            config.limits.max_rewrite_bytes, metrics)
-            self.preparer = Preparer(transform, config.limits.max_rewrite_bytes, self.cache)
+            self.preparer = Preparer(transform, config.limits.max_rewrite_bytes, self.cache,
+                                     self.preparing)
         self.repeated: RepeatedPages | None = None
         self.repeated_preparer: Preparer | None = None
         if config.cache.repeated_pages_mb and transform is not None:
             self.repeated = RepeatedPages(config.cache.repeated_pages_mb * 1024 * 1024)
             self.repeated_preparer = Preparer(transform, config.limits.max_rewrite_bytes,
-                                              self.repeated)
+                                              self.repeated, self.preparing)
             for name in ("entries", "bytes", "hits", "remembered", "evictions"):
                 metrics.gauges[f"repeated_pages_{name}"] = (
                     lambda name=name: self.repeated.stats()[name])   # type: ignore[union-attr]

@@ -12,8 +12,9 @@ bytes, encodings, charsets and the headers that must change with the body.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import charset, codings
 from .byte_splice import ByteMap
@@ -35,14 +36,53 @@ class PageRequest:
     compiled: object = None      # a cached page's proxy.rules.compiled.CompiledPage
 
 
-@dataclass(frozen=True)
 class PageEdit:
-    html: str
-    variant: str          # identifies what was applied; goes into the weak ETag (P18)
-    personalised: bool    # depends on the visitor: Cache-Control private (S6)
-    # (start, end, text) splices on the original text that made ``html``, when known: a
-    # cached page's gzip is then assembled from its stored pieces (proxy.gzip_pieces).
-    splices: tuple[tuple[int, int, str], ...] | None = None
+    """A transform's change to a page: its new text (``html``), or the ``splices`` on the
+    ``source`` text that make it. Given splices, the text is only built when asked for: a
+    cached page's view splices its bytes (and gzip pieces) from them, and a 100 KB page's
+    text would be built for nothing."""
+
+    __slots__ = ("_html", "_variant", "personalised", "source", "splices")
+
+    def __init__(self, html: str | None = None, variant: str | Callable[[], str] = "",
+                 personalised: bool = False,
+                 splices: tuple[tuple[int, int, str], ...] | None = None, *,
+                 source: str | None = None) -> None:
+        if html is None and (source is None or splices is None):
+            raise ValueError("PageEdit needs the new html, or the source and its splices")
+        self._html = html
+        self._variant = variant           # or how to name it, when a weak ETag needs it
+        self.personalised = personalised  # depends on the visitor: Cache-Control private (S6)
+        # (start, end, text) splices on the original text that make ``html``, when known: a
+        # cached page's gzip is then assembled from its stored pieces (proxy.gzip_pieces).
+        self.splices = splices
+        self.source = source
+
+    @property
+    def html(self) -> str:
+        if self._html is None:
+            from .rules.edits import splice  # here: proxy.rules imports this module
+            self._html = splice(self.source, list(self.splices))  # type: ignore[arg-type]
+        return self._html
+
+    @property
+    def variant(self) -> str:
+        """What was applied: goes into the weak ETag (P18), so made only for pages that
+        have an ETag."""
+        if callable(self._variant):
+            self._variant = self._variant()
+        return self._variant
+
+    def replace(self, **changes: Any) -> PageEdit:
+        fields = {"html": self._html, "variant": self._variant, "splices": self.splices,
+                  "personalised": self.personalised, "source": self.source, **changes}
+        return PageEdit(fields.pop("html"), **fields)
+
+    def leaves(self, html: str) -> bool:
+        """Is ``html`` (the page this edit was made on) unchanged by it?"""
+        if self._html is None and self.source is html and self.splices is not None:
+            return all(html[start:end] == text for start, end, text in self.splices)
+        return self.html == html
 
 
 class PageTransform(Protocol):
@@ -120,7 +160,7 @@ def rewrite(
         decoded = decode_page(wire_body, headers, decoded_limit)
     html = decoded.html
     edit = transform.apply(html, page)
-    if edit is None or edit.html == html:
+    if edit is None or edit.leaves(html):
         return None
     raw = decoded.raw
     if decoded.bytes_map is not None and edit.splices is not None:

@@ -16,6 +16,7 @@ import logging
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,12 +111,19 @@ class Prepared:
 class Preparer:
     """Decodes and compiles cached pages off the event loop (compiling costs about one full
     rewrite, and up to a few hundred ms for selectors that match thousands of elements);
-    meanwhile views take the full path, which gives the same page."""
+    meanwhile views take the full path, which gives the same page.
 
-    def __init__(self, transform: Any, limit: int, cache: EdgeCache | RepeatedPages) -> None:
+    One page at a time, on one thread shared by every Preparer of the worker: lexbor holds
+    the GIL while it parses, so more threads would not prepare faster, but each would hold
+    a parse tree (several times the page) and a malloc arena of its own: with 50 connections
+    missing the cache, that was ~30 MB of the worker's peak memory."""
+
+    def __init__(self, transform: Any, limit: int, cache: EdgeCache | RepeatedPages,
+                 thread: ThreadPoolExecutor) -> None:
         self.transform = transform
         self.limit = limit
         self.cache = cache   # whose budget a preparation is charged to
+        self.thread = thread
         self._tasks: set[asyncio.Task[None]] = set()
 
     def ready(self, entry: CacheEntry | RepeatedPage, host: str, path: str) -> Prepared | None:
@@ -137,7 +145,8 @@ class Preparer:
 
     async def _prepare(self, entry: CacheEntry | RepeatedPage, version: object, host: str,
                        path: str) -> None:
-        prepared = await asyncio.to_thread(self._build, entry, version, host, path)
+        prepared = await asyncio.get_running_loop().run_in_executor(
+            self.thread, self._build, entry, version, host, path)
         if entry.compiled is version:   # nothing newer meanwhile (a reload, a refresh)
             entry.compiled = prepared
             # What the page now holds besides its wire bytes counts against cache.max_mb.

@@ -12,7 +12,6 @@ they are already in.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from . import goals_script
@@ -20,7 +19,6 @@ from .experimentation import NOTHING, PageExperiments
 from .page import PageEdit, PageRequest
 from .rules import RuleLibrary, RulesTransform, plan, render
 from .rules.compiled import CompiledPage, compile_page, slots_of
-from .rules.edits import splice
 
 
 class Personalisation:
@@ -40,10 +38,10 @@ class Personalisation:
         if not _objected(page) and not decided.holdout:
             edit = render(self.library.ruleset, html, page, decided.arm_rules).edit
             if edit is not None and decided.arm_rules:
-                edit = replace(edit, personalised=True)   # the arm depends on the visitor
+                edit = edit.replace(personalised=True)   # the arm depends on the visitor
         if decided.script is None:
             return edit
-        variant = f"{edit.variant};goals" if edit is not None else "goals"
+        variant = (lambda: f"{edit.variant};goals") if edit is not None else "goals"
         splices = edit.splices if edit is not None else ()
         found = goals_script.insertion(html, self.script_src, self.event_url, decided.script,
                                        decided.click_selectors,
@@ -53,7 +51,7 @@ class Personalisation:
             # One more splice on the origin's text: the stored gzip pieces still apply.
             at, snippet = found
             every = (*splices, (at, at, snippet))
-            return PageEdit(splice(html, list(every)), variant, True, every)
+            return PageEdit(None, variant, True, every, source=html)
         base = edit.html if edit is not None else html
         injected = goals_script.inject(base, self.script_src, self.event_url, decided.script,
                                        decided.click_selectors)

@@ -82,6 +82,11 @@ def test_serve_with_two_workers_and_embedded_store(served: tuple[str, subprocess
         pids.update(line.split('worker="')[1].split('"')[0]
                     for line in metrics.splitlines() if 'worker="' in line)
     assert len(pids) >= 1
+    # Workers freeze what they loaded at start-up out of the collector's way (no 20-40 ms
+    # full collections walking it again); an in-process app in a test does not.
+    frozen = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+              if line.startswith("kairos_gc_frozen_objects")]
+    assert frozen and all(count > 10_000 for count in frozen)
     health = httpx.get(url + "/_kairos/health").json()
     assert health["store"]["state"] == "ok"
     assert health["upstream"]["state"] == "ok"

@@ -286,7 +286,8 @@ def page_bytes(charset: str = "utf-8") -> bytes:
     return PAGE.format(charset=charset).encode(charset)
 
 
-_ENCODERS = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress,
+_ENCODERS = {"gzip": lambda b: gzip.compress(b, mtime=0),   # the same bytes every time
+             "deflate": zlib.compress, "br": brotli.compress,
              "zstd": zstandard.ZstdCompressor().compress, "identity": lambda b: b}
 
 

@@ -78,12 +78,13 @@ class Element:
 # not located), its end * 2 + 1 if self-closing, the content's end (or ~index of the
 # problem text when not delimited) and the element's end.
 _FIELDS = 6
+KEEP_MADE = 8
 
 
 class CompiledPage:
     """One cached page with the elements of its slots located; see the module docstring."""
 
-    __slots__ = ("_slots", "_table", "_texts", "source")
+    __slots__ = ("_made", "_slots", "_table", "_texts", "source")
 
     def __init__(self, source: str, slots: dict[str, array[int]], table: array[int],
                  texts: tuple[str, ...]) -> None:
@@ -91,6 +92,9 @@ class CompiledPage:
         self._slots = slots  # selector -> indices of its elements in _table, in page order
         self._table = table
         self._texts = texts  # each tag name and problem text once
+        # Elements of the selectors that match a few (a slot is usually one element), made
+        # once instead of on every view; those matching many stay in the compact table.
+        self._made: dict[str, tuple[Element, ...]] = {}
 
     @property
     def selectors(self) -> tuple[str, ...]:
@@ -109,7 +113,12 @@ class CompiledPage:
     def elements(self, selector: str) -> tuple[Element, ...]:
         """The elements a compiled selector matches, in document order (KeyError if not
         compiled)."""
-        return tuple(self._element(i) for i in self._slots[selector])
+        made = self._made.get(selector)
+        if made is None:
+            made = tuple(self._element(i) for i in self._slots[selector])
+            if len(made) <= KEEP_MADE:
+                self._made[selector] = made
+        return made
 
     def rewrite(self, requests: Sequence[SlotRequest]) -> Rewrite:
         """Exactly ``html.rewrite(self.source, requests)``; without parsing when every

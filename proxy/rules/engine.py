@@ -63,24 +63,27 @@ def render(ruleset: RuleSet, html: str, page: PageRequest, arms: Sequence[Rule] 
     to ``html``."""
     decided = plan(ruleset, page.context, page, arms)
     rules = decided.applied
-    if not rules or not any(_may_occur(s, html) for r in rules for s in r.slots):
+    compiled = getattr(page, "compiled", None)
+    if not isinstance(compiled, CompiledPage) or compiled.source is not html:
+        compiled = None   # a cached page's knows where its slots are: no need to look
+    if not rules or (compiled is None and not any(_may_occur(s, html) for r in rules
+                                                  for s in r.slots)):
         return Rendered(decided, None)
     get = getter(page.context)
     requests = [rewriting.SlotRequest(rule.id, selector, tuple(
                     _op(c, get) for c in rule.changes if c.selector == selector))
                 for rule in rules for selector in rule.slots]
-    compiled = getattr(page, "compiled", None)
-    if isinstance(compiled, CompiledPage) and compiled.source is html:
+    if compiled is not None:
         result = compiled.rewrite(requests)   # a cached page: no parse (identical output)
     else:
         result = rewriting.rewrite(html, requests)
-    if result.html is None:
+    if not result.edits:
         return Rendered(decided, None, result.results)
     changed = list(dict.fromkeys(s.key for s in result.results if s.changed))
     by_id = {r.id: r for r in rules}
-    edit = PageEdit(html=result.html, variant=_variant([by_id[i] for i in changed], get),
+    edit = PageEdit(variant=lambda: _variant([by_id[i] for i in changed], get),
                     personalised=any(by_id[i].personal for i in changed),
-                    splices=result.edits)
+                    splices=result.edits, source=html)
     return Rendered(decided, edit, result.results)
 
 

@@ -75,11 +75,37 @@ class SlotResult:
     problems: tuple[str, ...] = ()  # why some matched elements were left alone
 
 
-@dataclass(frozen=True, slots=True)
 class Rewrite:
-    html: str | None  # None: nothing changed, send the original bytes
-    results: tuple[SlotResult, ...]
-    edits: tuple[Edit, ...] = ()  # the splices made, on the source's offsets
+    """What the requests did to ``source``: ``edits`` (splices on its offsets, none when
+    nothing changed) and a report per request. The new page text is spliced only when
+    asked for (``html``): a cached page's view splices bytes from its edits instead."""
+
+    __slots__ = ("_html", "edits", "results", "source")
+
+    def __init__(self, source: str, results: tuple[SlotResult, ...],
+                 edits: tuple[Edit, ...] = ()) -> None:
+        self.source = source
+        self.results = results
+        self.edits = edits
+        self._html: str | None = None
+
+    def __eq__(self, other: object) -> bool:   # what the page became and why, not how
+        return isinstance(other, Rewrite) and (self.html, self.results, self.edits) == (
+            other.html, other.results, other.edits)
+
+    __hash__ = None   # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Rewrite(edits={self.edits!r}, results={self.results!r})"
+
+    @property
+    def html(self) -> str | None:
+        """The changed page, or None: nothing changed, send the original bytes."""
+        if not self.edits:
+            return None
+        if self._html is None:
+            self._html = splice(self.source, list(self.edits))
+        return self._html
 
 
 def rewrite(source: str, requests: Sequence[SlotRequest]) -> Rewrite:
@@ -123,9 +149,7 @@ def apply(source: str, requests: Sequence[SlotRequest],
                 changed += 1
         results.append(SlotResult(request.key, request.selector, len(targets), changed,
                                   tuple(problems)))
-    if not accepted:
-        return Rewrite(None, tuple(results))
-    return Rewrite(splice(source, accepted), tuple(results), tuple(accepted))
+    return Rewrite(source, tuple(results), tuple(accepted))
 
 
 def target_edits(source: str, target: Target, ops: tuple[Op, ...]) -> list[Edit] | str:

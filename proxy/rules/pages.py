@@ -97,12 +97,18 @@ class _Bucket:
                 found.add(index)
 
 
+RECENT_PAGES = 4096
+
+
 class PageIndex:
     """Rules by host and path; built once per rule set, read-only afterwards."""
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self._rules = tuple(rules)
         self._buckets: dict[str, _Bucket] = {}
+        # Answers of candidates() for recent pages: a site has few hot pages, and every view
+        # asks twice (rules, experiments). Emptied when full (any visitor can invent paths).
+        self._recent: dict[tuple[str, str], tuple[Rule, ...]] = {}
         for index, rule in enumerate(self._rules):
             for host in rule.pages.hosts or ("",):
                 self._buckets.setdefault(host, _Bucket()).add(index, rule.pages)
@@ -117,12 +123,19 @@ class PageIndex:
 
     def candidates(self, host: str, path: str) -> tuple[Rule, ...]:
         """The rules whose pages match, in file order."""
+        recent = self._recent.get((host, path))
+        if recent is not None:
+            return recent
         found: set[int] = set()
         for key in _host_keys(host.lower()):
             bucket = self._buckets.get(key)
             if bucket is not None:
                 bucket.matches(path, found)
-        return tuple(self._rules[i] for i in sorted(found))
+        matched = tuple(self._rules[i] for i in sorted(found))
+        if len(self._recent) >= RECENT_PAGES:
+            self._recent.clear()
+        self._recent[host, path] = matched
+        return matched
 
 
 def _host_keys(host: str) -> tuple[str, ...]:
