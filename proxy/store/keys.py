@@ -124,6 +124,11 @@ class Keyspace:
         read in the background into each worker's local copy, never on the request path."""
         return self.key(SITE_TAG, "signals")
 
+    def purges(self) -> str:
+        """Stream of edge-cache purges (``path``, ``host``) that every worker follows and
+        applies (proxy/cache_purge.py); capped with ``MAXLEN ~``."""
+        return self.key(SITE_TAG, "purges")
+
     def applied(self, tag: str, writer: str) -> str:
         """String: sequence number of the last batch ``writer`` applied to keys of ``tag``."""
         return self.key(tag, "applied", check_part(writer, "writer"))
