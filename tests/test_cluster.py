@@ -6,8 +6,10 @@ scale-out)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -30,6 +32,7 @@ from experiments.model import Allocation, Arm, BanditSettings, Experiment, Goal,
 from proxy.bandit_loop import BanditLoop
 from proxy.cli import free_port
 from proxy.config import StoreConfig
+from proxy.results.cli import add_arguments, main_results
 from proxy.store import Store
 from proxy.store import batch as batches
 from proxy.store.embedded import _free_port
@@ -498,3 +501,43 @@ def test_a_master_killed_mid_traffic_fails_over_and_the_store_loses_nothing(
             assert r.info("replication")["role"] == "master"   # the replica took over
     finally:
         cluster.stop()
+
+
+# -- kairos results on a cluster ----------------------------------------------------------------
+
+def test_kairos_results_reads_every_node_from_one_nodes_url(
+        valkey_cluster: ValkeyCluster, cluster_url: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """With ``store.cluster = true``, one node's URL finds the others (as for the proxy): the
+    counts of experiments whose keys live on the other two nodes are read, not MOVED errors."""
+    exps = experiments_on_every_node(valkey_cluster, 3)
+    day = utc_day()
+
+    async def record() -> None:
+        store = await Store.open(StoreConfig(flush_interval=60), cluster_url)
+        for n, exp in enumerate(exps):
+            for arm, count in (("a", 10 + n), ("b", 20 + n)):
+                for _ in range(count):
+                    store.record(Exposure(exp, arm, day, 0.5))
+        assert await store.flush()
+        await store.close()
+
+    asyncio.run(record())
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "experiments.toml").write_text("".join(
+        f'[[experiment]]\nid = "{exp}"\npages = ["/"]\n'
+        'arms = [{id = "a", weight = 0.5}, {id = "b", weight = 0.5}]\n'
+        'goals = [{id = "buy", kind = "custom", event = "buy", primary = true}]\n\n'
+        for exp in exps))
+    (tmp_path / "config.toml").write_text(f'[store]\ncluster = true\n[rules]\nfolder = "{rules}"\n')
+    parser = argparse.ArgumentParser(prog="kairos results")
+    add_arguments(parser)
+    status = main_results(parser.parse_args([
+        "--format", "json", "--store", valkey_cluster.urls[0],
+        "--config", str(tmp_path / "config.toml")]))
+    assert status == 0, capsys.readouterr().err
+    doc = json.loads(capsys.readouterr().out)
+    units = {e["id"]: {a["id"]: a["units"] for a in e["arms"]}
+             for e in doc["experiments"]}
+    assert units == {exp: {"a": 10 + n, "b": 20 + n} for n, exp in enumerate(exps)}

@@ -73,7 +73,8 @@ def main_results(args: argparse.Namespace) -> int:
             lambda problem: print(f"kairos results: rules folder: {problem}", file=sys.stderr))
         with _store_url(args.store, config) as url:
             now = datetime.now(UTC)
-            reports = asyncio.run(_read(url, definitions, now, args))
+            reports = asyncio.run(_read(url, definitions, now, args,
+                                        cluster=config.store.cluster))
     except (ConfigError, UnknownExperiment, EmbeddedStoreError, ValueError) as exc:
         print(f"kairos results: {exc}", file=sys.stderr)
         return 2
@@ -93,13 +94,14 @@ run = main_results
 
 
 async def _read(url: str, definitions: Mapping[str, Experiment], now: datetime,
-                args: argparse.Namespace) -> list[ExperimentReport]:
+                args: argparse.Namespace, cluster: bool = False) -> list[ExperimentReport]:
     from proxy.results.service import read_reports
     from proxy.store.client import connect, redact
     from proxy.store.experiment_counts import CountsReader
     from proxy.store.keys import Keyspace
 
-    client = connect(url, timeout=READ_TIMEOUT)
+    # store.cluster: one node's URL is enough to find the others (as for the proxy)
+    client = connect(url, timeout=READ_TIMEOUT, cluster=cluster)
     try:
         reader = CountsReader(client, Keyspace(), redact(url))
         return await read_reports(reader, definitions, now, only=args.experiment,
