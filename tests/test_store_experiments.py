@@ -302,3 +302,26 @@ def test_counts_of_one_experiment_share_one_cluster_slot() -> None:
     keys = (KS.units("hero", D1), KS.goal("hero", "checkout", D1), KS.guardrails("hero", D1),
             KS.weights("hero"), KS.experiment_days("hero"), KS.applied("exp:hero", "w"))
     assert len({key_slot(key.encode()) for key in keys}) == 1
+
+
+def test_guardrails_added_up_before_the_batch_give_the_counts_of_one_command_each() -> None:
+    """The flusher sums the guardrails of an arm and day before making commands (every page
+    view makes one, nearly all different); the batch must say what seven commands per event,
+    merged, would have said."""
+    events: list[Any] = [Guardrail("hero", "AB"[i % 2], (D1, D2)[i % 3 == 0],
+                                   round(0.37 * i, 3), i % 7 == 0, 1000 + i) for i in range(200)]
+    events += events[:30]                                   # equal events, counted by Counter
+    events.append(Exposure("hero", "B", D1, 0.5))
+    batch, invalid = batches.build(events, KS, 1)
+    assert invalid == 0 and batch.events == len(events)
+    one_by_one = batches.merge((c, 1) for e in events for c in KS.commands_for(e))
+
+    def totals(commands: Any) -> dict[tuple[str, str, str], float]:
+        return {(c.op, c.key, str(c.args[0]) if len(c.args) > 1 else ""): c.args[-1]
+                for c in commands}
+
+    got = totals(c for group in batch.groups.values() for c in group)
+    want = totals(one_by_one)
+    assert got.keys() == want.keys()
+    for name, value in want.items():
+        assert got[name] == pytest.approx(value, rel=1e-12), name

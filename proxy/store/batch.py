@@ -33,7 +33,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.store.keys import APPLIED_MARKER_TTL, OPS, Command, Keyspace, hash_tag
+from proxy.store.events import Guardrail
+from proxy.store.keys import (
+    APPLIED_MARKER_TTL,
+    OPS,
+    Command,
+    GuardrailTally,
+    Keyspace,
+    hash_tag,
+)
 
 log = logging.getLogger("kairos.store")
 
@@ -128,7 +136,18 @@ def build(events: Sequence[object], keyspace: Keyspace, seq: int) -> tuple[Batch
                 invalid += 1
         log.error("store: dropping %d unhashable events (events must be frozen dataclasses)",
                   invalid)
+    tallies: dict[tuple[str, str, str], list[Any]] = {}
     for event, times in distinct.items():
+        if type(event) is Guardrail:   # nearly all differ: added up first, commands once
+            tally = tallies.setdefault((event.experiment, event.arm, event.day),
+                                       [0, 0.0, 0.0, 0, 0])
+            latency = float(event.latency_ms)
+            tally[0] += times
+            tally[1] += latency * times
+            tally[2] += latency * latency * times
+            tally[3] += int(event.error) * times
+            tally[4] += event.bytes * times
+            continue
         try:
             for c in keyspace.commands_for(event):
                 commands.append((c, times))
@@ -136,6 +155,14 @@ def build(events: Sequence[object], keyspace: Keyspace, seq: int) -> tuple[Batch
         except Exception as exc:
             invalid += times
             log.error("store: dropping %d events that cannot be counted: %s", times, exc)
+    for (experiment, arm, day), sums in tallies.items():
+        try:
+            for c in keyspace.guardrail_totals(experiment, arm, day, GuardrailTally(*sums)):
+                commands.append((c, 1))
+            count += sums[0]
+        except Exception as exc:
+            invalid += sums[0]
+            log.error("store: dropping %d events that cannot be counted: %s", sums[0], exc)
     groups: dict[str, list[Command]] = {}
     for c in merge(commands):
         groups.setdefault(hash_tag(c.key), []).append(c)
