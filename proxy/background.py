@@ -13,12 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from .store.client import StoreUnavailable
-
-
-def being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+from .store.client import StoreUnavailable, being_cancelled
 
 
 async def every(interval: float, step: Callable[[], Awaitable[object]], what: str,

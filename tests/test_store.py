@@ -387,3 +387,30 @@ def test_a_valkey_left_by_a_killed_kairos_is_stopped_and_replaced() -> None:
         finally:
             if _alive(orphan):
                 os.kill(orphan, signal.SIGKILL)
+
+
+def test_a_background_loop_stops_when_redis_py_turns_its_cancellation_into_an_error(
+        store_url: str) -> None:
+    """redis-py can answer a task's cancellation with a connection error of its own; the
+    store's loops must stop all the same, or close() (a worker's shutdown) waits forever."""
+    async def body() -> None:
+        store = await Store.open(StoreConfig(flush_interval=0.01), store_url)
+        entered = asyncio.Event()
+
+        async def step() -> None:
+            if entered.is_set():
+                return                      # a loop that went on: the test fails, not hangs
+            entered.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                raise ConnectionError("Connection closed by server.") from None
+
+        loop = asyncio.create_task(store._forever(step, 0.01))
+        await entered.wait()
+        loop.cancel()
+        done, _ = await asyncio.wait([loop], timeout=2)
+        assert done, "the loop stepped on after its cancellation"
+        await asyncio.wait_for(store.close(), 5)
+
+    asyncio.run(body())

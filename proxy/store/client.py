@@ -8,6 +8,7 @@ the store's own loop retries on its schedule, and nothing ever waits on Redis pe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
@@ -110,6 +111,13 @@ def forget_topology(client: StoreClient) -> None:
     """
     if isinstance(client, RedisCluster):
         client._initialize = True   # redis-py's own flag: initialize() before the next command
+
+
+def being_cancelled() -> bool:
+    """Is the current task being cancelled? redis-py can turn a task's cancellation into a
+    connection error of its own, so a loop that catches errors must also ask this."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def redact(url: str) -> str:

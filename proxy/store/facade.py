@@ -28,6 +28,7 @@ from proxy.config import StoreConfig
 from proxy.store import batch as batches
 from proxy.store.client import (
     StoreClient,
+    being_cancelled,
     connect,
     explain,
     forget_topology,
@@ -154,7 +155,8 @@ class Store:
         self._closed = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:   # bounded, whatever a task does with its cancellation
+            await asyncio.wait(self._tasks, timeout=1.0)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 while not await self.flush():
@@ -172,7 +174,12 @@ class Store:
     # -- background -----------------------------------------------------------------------
 
     async def _forever(self, step: Any, interval: float) -> None:
-        """Run ``step`` every ``interval`` until cancelled; an exception is logged, never fatal."""
+        """Run ``step`` every ``interval`` until cancelled; an exception is logged, never fatal.
+
+        redis-py can turn the task's cancellation into a connection error of its own, which
+        the step then records as Redis being away: without the check below the loop would go
+        on sleeping and stepping, and ``close()`` (which cancels once and waits) would wait
+        forever. Seen as a shutdown hanging in ``close()`` with a flush in flight."""
         while True:
             await asyncio.sleep(interval)
             try:
@@ -180,7 +187,10 @@ class Store:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("store: background %s failed; continuing", step.__name__)
+                if not being_cancelled():
+                    log.exception("store: background %s failed; continuing", step.__name__)
+            if being_cancelled():
+                return
 
     async def _flush_tick(self) -> None:
         await self.flush()
