@@ -65,7 +65,7 @@ def render(ruleset: RuleSet, html: str, page: PageRequest, arms: Sequence[Rule] 
     rules = decided.applied
     compiled = getattr(page, "compiled", None)
     if not isinstance(compiled, CompiledPage) or compiled.source is not html:
-        compiled = None   # a cached page's knows where its slots are: no need to look
+        compiled = None   # (a compiled page knows where its slots are: no need to look)
     if not rules or (compiled is None and not any(_may_occur(s, html) for r in rules
                                                   for s in r.slots)):
         return Rendered(decided, None)
