@@ -32,14 +32,20 @@ text = "On the go"
 '''
 
 
-@pytest.fixture()
-def cached(upstream: Upstream, valkey: ValkeyServer, tmp_path: Path
-           ) -> Iterator[RunningKairos]:
+def with_mobile_rule(upstream: Upstream, valkey: ValkeyServer, tmp_path: Path,
+                     **settings: object) -> RunningKairos:
+    """Kairos with the mobile rule and an experiment on /html/*, and these settings."""
     folder = rules_folder(tmp_path, mobile=MOBILE_RULE,
                           exp=experiment_toml(f"cache-{uuid.uuid4().hex[:6]}",
                                               pages='["/html/*"]'))
-    kairos = start_kairos(upstream.url, valkey.connection_url, transform=None,
-                          **{"rules.folder": str(folder), "admin.token": TOKEN})
+    return start_kairos(upstream.url, valkey.connection_url, transform=None,
+                        **{"rules.folder": str(folder), **settings})
+
+
+@pytest.fixture()
+def cached(upstream: Upstream, valkey: ValkeyServer, tmp_path: Path
+           ) -> Iterator[RunningKairos]:
+    kairos = with_mobile_rule(upstream, valkey, tmp_path, **{"admin.token": TOKEN})
     yield kairos
     kairos.stop()
 

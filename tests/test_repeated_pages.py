@@ -19,19 +19,12 @@ from proxy.page_memo import RepeatedPages
 from proxy.rules import html as rules_html
 
 from .conftest import RunningKairos, start_kairos
-from .test_experiments_proxy import IPHONE, experiment_toml, rules_folder
+from .test_cache_proxy import with_mobile_rule
+from .test_experiments_proxy import IPHONE
 from .upstream_server import Upstream
 
 HTML = [(b"content-type", b"text/html; charset=utf-8")]
 GZIP = [*HTML, (b"content-encoding", b"gzip")]
-MOBILE_RULE = '''
-[[rule]]
-id = "mobile-heading"
-pages = ["/html/*"]
-audience = { "device.kind" = "mobile" }
-slot = "p"
-text = "On the go"
-'''
 TOKEN = re.compile(r'data-token="[^"]*"')
 
 
@@ -83,11 +76,7 @@ def test_memory_stays_within_the_budget_least_recently_used_first_out() -> None:
 @pytest.fixture()
 def uncached(upstream: Upstream, valkey: ValkeyServer, tmp_path: Path
              ) -> Iterator[RunningKairos]:
-    folder = rules_folder(tmp_path, mobile=MOBILE_RULE,
-                          exp=experiment_toml(f"memo-{uuid.uuid4().hex[:6]}",
-                                              pages='["/html/*"]'))
-    kairos = start_kairos(upstream.url, valkey.connection_url, transform=None,
-                          **{"rules.folder": str(folder), "cache.enabled": False})
+    kairos = with_mobile_rule(upstream, valkey, tmp_path, **{"cache.enabled": False})
     yield kairos
     kairos.stop()
 
