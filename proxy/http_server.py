@@ -9,6 +9,11 @@ byte (or of the connection, for a silent client) with 408, and one whose head gr
 ``MAX_HEAD_BYTES`` with 431, before the request reaches the application. Once the head is
 complete, the body has its own deadlines (the upstream's write timeout, P24).
 
+It also sends a response's head and the start of its body in one system call
+(:class:`HeadWithBody`): uvicorn writes the head as soon as ``http.response.start`` arrives,
+so every response cost two sends, and on loopback each send also runs the receiver's TCP
+processing.
+
 Used by ``kairos serve`` (``http="proxy.http_server:ServedProtocol"``) and, with the timeout
 bound in, by tests that run the app in-process (:func:`protocol_with`).
 """
@@ -66,6 +71,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._stop_head_clock()
         super().on_headers_complete()
+        cycle = self.cycle   # not started yet: its task runs on a later loop iteration
+        if cycle is not None:
+            cycle.transport = HeadWithBody(self.transport, self.loop)
 
     def _start_head_clock(self) -> None:
         if self._head_timer is None:
@@ -98,6 +106,52 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+class HeadWithBody:
+    """The transport one response cycle writes to: its first write (the head) is held until
+    the next one (the body), and both go out in one ``writelines`` (one writev with uvloop).
+    A head with no body straight behind it (HEAD, 304, a body the app is still waiting for)
+    goes out on the next loop iteration at the latest, or before a close."""
+
+    __slots__ = ("_flush", "_head", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+        self._flush: asyncio.Handle | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._flush is None:   # the first write: hold it
+            self._head = data
+            self._flush = self._loop.call_soon(self._send_head)
+            return
+        head = self._head
+        if head is None:
+            self._transport.write(data)
+            return
+        self._head = None
+        self._flush.cancel()
+        self._transport.writelines((head, data))
+
+    def _send_head(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            if not self._transport.is_closing():
+                self._transport.write(head)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self._send_head()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:   # anything else a cycle might ask for
+        self._send_head()
+        return getattr(self._transport, name)
 
 
 def protocol_with(head_timeout: float) -> type[BoundedHeadProtocol]:
