@@ -145,8 +145,12 @@ def check(source: str, seed: int, cases: int, most: int,
         patched.setattr(html, "LexborHTMLParser", _no_parsing)
         got = [page.rewrite(reqs) if c else g for reqs, c, g in zip(sets, covered, got,
                                                                        strict=True)]
-    for reqs, want, have in zip(sets, expected, got, strict=True):
+        # again: now every slot's edits come from memory (proxy.rules.compiled)
+        again = [page.rewrite(reqs) if c else g for reqs, c, g in zip(sets, covered, got,
+                                                                         strict=True)]
+    for reqs, want, have, remembered in zip(sets, expected, got, again, strict=True):
         assert have == want, reqs
+        assert remembered == want, reqs
     assert any(not c for c in covered) and any(covered)
     return sum(r.changed for e in expected for r in e.results)
 
@@ -241,6 +245,15 @@ def test_compiled_selectors_cover_known_problems() -> None:
     assert result == html.rewrite(source, reqs)
     assert "the content of <body> cannot be changed" in result.results[0].problems[0]
     assert result.results[1].changed == 1 and result.results[3].problems
+
+
+def test_remembered_edits_belong_to_their_page() -> None:
+    ops = (Op("set-text", "new"), Op("add-class", classes=("k",)))
+    requests = [SlotRequest("r", "#s", ops)]
+    first = '<!doctype html><p id=s class="a">old</p>'
+    second = '<!doctype html><div><p class=b id=s title="t">other text</p></div>'
+    for source in (first, second, first, second):
+        assert compile_page(source, ["#s"]).rewrite(requests) == html.rewrite(source, requests)
 
 
 def test_a_selector_not_compiled_falls_back_to_a_fresh_rewrite() -> None:

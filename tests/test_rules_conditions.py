@@ -9,7 +9,7 @@ import pytest
 
 from proxy.context.model import VisitorContext
 from proxy.rules.conditions import count, parse_audience
-from proxy.rules.matching import describe, evaluate
+from proxy.rules.matching import admits, describe, evaluate
 from proxy.rules.plan import OUT_OF_AUDIENCE, plan
 
 from .test_rules_support import IPHONE, at, load, page, visitor
@@ -102,7 +102,9 @@ CASES: list[tuple[str, VisitorContext, bool]] = [
                          ids=[f"{i}:{c[0][:40]}" for i, c in enumerate(CASES)])
 def test_each_operator_and_combinator(toml: str, context: VisitorContext, expected: bool
                                       ) -> None:
-    assert (evaluate(audience(toml), context.get) is None) is expected
+    node = audience(toml)
+    assert (evaluate(node, context.get) is None) is expected
+    assert admits(node, context.get) is expected   # the request path's quick answer
 
 
 @pytest.mark.parametrize(("toml", "context", "reason"), [

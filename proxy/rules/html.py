@@ -125,19 +125,27 @@ class Target(Protocol):
     def extent(self, tag: scan.StartTag) -> Extent | str: ...  # where it ends, or why not
 
 
+TargetEdits = Sequence[Edit] | str   # what target_edits says of one element
+
+
 def apply(source: str, requests: Sequence[SlotRequest],
-          select: Callable[[str], Sequence[Target]]) -> Rewrite:
+          select: Callable[[str], Sequence[Target]],
+          edits_of: Callable[[str, Sequence[Target], tuple[Op, ...]],
+                             Sequence[TargetEdits]] | None = None) -> Rewrite:
     """:func:`rewrite` for any way of finding the elements a selector matches (``select``,
     in document order): the one place where requests become edits and overlaps are
-    refused, so a compiled page cannot drift from a freshly parsed one."""
+    refused, so a compiled page cannot drift from a freshly parsed one. ``edits_of(selector,
+    targets, ops)``, when given, answers :func:`target_edits` for each target (a compiled
+    page remembers the answers)."""
     accepted: list[Edit] = []
     results = []
     for request in requests:
         targets = select(request.selector)
         changed = 0
         problems: list[str] = []
-        for target in targets:
-            edits = target_edits(source, target, request.ops)
+        found = (edits_of(request.selector, targets, request.ops) if edits_of is not None
+                 else [target_edits(source, target, request.ops) for target in targets])
+        for target, edits in zip(targets, found, strict=True):
             if isinstance(edits, str):
                 problems.append(edits)
             elif not edits:

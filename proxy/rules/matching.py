@@ -44,6 +44,44 @@ def evaluate(node: Node, get: Getter) -> str | None:
     return None if reason is None else f'not in segment "{node.name}": {reason}'
 
 
+def admits(node: Node, get: Getter) -> bool:
+    """``evaluate(node, get) is None``, without writing the reason: the request path asks
+    this of every candidate rule on every view, and most misses are never read (only
+    ``/_kairos/why`` and ``kairos explain`` show them). Plain loops rather than all()/any()
+    over generators: a generator costs a frame per call, and this runs per rule per view."""
+    if isinstance(node, Condition):
+        value = get(node.attribute)
+        for test in node.tests:  # noqa: SIM110
+            if not holds(test, value):
+                return False
+        return True
+    if isinstance(node, AllOf):
+        for item in node.items:  # noqa: SIM110
+            if not admits(item, get):
+                return False
+        return True
+    if isinstance(node, AnyOf):
+        for item in node.items:  # noqa: SIM110
+            if admits(item, get):
+                return True
+        return False
+    if isinstance(node, NoneOf):
+        for item in node.items:  # noqa: SIM110
+            if admits(item, get):
+                return False
+        return True
+    return node.node is not None and admits(node.node, get)
+
+
+def attributes(node: Node) -> tuple[str, ...]:
+    """The attributes an audience reads, in order, repeats included."""
+    if isinstance(node, Condition):
+        return (node.attribute,)
+    if isinstance(node, SegmentRef):
+        return () if node.node is None else attributes(node.node)
+    return tuple(name for item in node.items for name in attributes(item))
+
+
 _COMPARE = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
 
 

@@ -83,11 +83,6 @@ def render(template: Template, get: Callable[[str], Any]) -> str:
     return "".join(out)
 
 
-def values(template: Template, get: Callable[[str], Any]) -> tuple[str, ...]:
-    """The raw values the placeholders would show (for the variant's fingerprint)."""
-    return tuple(_format(get(p.name)) for p in template if isinstance(p, Placeholder))
-
-
 def _format(value: Any) -> str:
     if value is None:
         return ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from proxy.rules import matching, schedule
@@ -30,8 +31,15 @@ OUT_OF_SCHEDULE = "out_of_schedule"
 class Decision:
     rule: Rule
     verdict: str  # APPLIED, LOST, OUT_OF_AUDIENCE or OUT_OF_SCHEDULE
-    reason: str = ""  # empty when applied
+    # Why not applied ("" when applied), or how to write it: a plan is made on every view,
+    # its reasons are read only by /_kairos/why and `kairos explain`.
+    why: str | Callable[[], str] = ""
     winner: str | None = None  # for LOST: the rule that took the slot
+
+    @property
+    def reason(self) -> str:
+        why = self.why
+        return why if isinstance(why, str) else why()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rule": self.rule.id, "where": self.rule.where,
@@ -79,14 +87,66 @@ def rank(rule: Rule) -> tuple[int, int, tuple[str, int]]:
 def plan(ruleset: RuleSet, context: Any, page: Any, arms: Sequence[Rule] = ()) -> Plan:
     """Decide for every rule whose pages match ``page`` (anything with ``host`` and
     ``path``, e.g. a :class:`proxy.page.PageRequest`). ``arms`` are the slot changes of
-    the visitor's experiment arms, already decided: they outrank every rule."""
-    get = getter(context)
+    the visitor's experiment arms, already decided: they outrank every rule.
+
+    A plan depends on the visitor only through the few attributes its rules' audiences
+    and schedules read (``device.kind``, ``source.class``...), so the plans of recent
+    situations are remembered per rule set (:data:`RECENT_PLANS`), keyed by page, arms and
+    those values (with their types: ``True`` must not pass for ``1``). A remembered plan
+    was made from a snapshot of just those values, so it keeps no visitor's context alive
+    and is exactly the plan this visitor would get."""
+    host, path = page.host, page.path
+    candidates = ruleset.candidates(host, path)
+    if context is None:
+        return _plan(host, path, candidates, getter(None), arms)
+    recent = ruleset.recent_plans
+    reads = recent.reads.get((host, path))
+    if reads is None:
+        reads = _reads(candidates)
+        if len(recent.reads) >= RECENT_PLANS:
+            recent.reads.clear()
+        recent.reads[host, path] = reads
+    get = context.get
+    seen = tuple([get(name) for name in reads])
+    key = (host, path, tuple([id(arm) for arm in arms]), seen, tuple(map(type, seen)))
+    try:
+        found = recent.plans.get(key)
+    except TypeError:   # a value that cannot be a key (a signal's list): no memory
+        return _plan(host, path, candidates, get, arms)
+    if found is not None and all(a is b for a, b in zip(found[0], arms, strict=True)):
+        return found[1]   # (the arms are kept with the plan, so their ids stay theirs)
+    made = _plan(host, path, candidates, dict(zip(reads, seen, strict=True)).get, arms)
+    plans = recent.plans
+    if len(plans) >= RECENT_PLANS:
+        del plans[next(iter(plans))]   # the oldest
+    plans[key] = (tuple(arms), made)
+    return made
+
+
+RECENT_PLANS = 512
+SCHEDULE_READS = ("time.date", "time.hour", "time.minute", "time.weekday_number",
+                  "time.weekday", "time.zone")   # what schedule.check asks
+
+
+def _reads(rules: Sequence[Rule]) -> tuple[str, ...]:
+    """Every attribute the audiences and schedules of ``rules`` read, each once."""
+    names: dict[str, None] = {}
+    for rule in rules:
+        if rule.audience is not None:
+            names.update(dict.fromkeys(matching.attributes(rule.audience)))
+        if rule.schedule is not None:
+            names.update(dict.fromkeys(SCHEDULE_READS))
+    return tuple(names)
+
+
+def _plan(host: str, path: str, candidates: Sequence[Rule], get: Callable[[str], Any],
+          arms: Sequence[Rule]) -> Plan:
     eligible: list[Rule] = list(arms)
     skipped: list[Decision] = []
-    for rule in ruleset.candidates(page.host, page.path):
-        reason = matching.evaluate(rule.audience, get) if rule.audience is not None else None
-        if reason is not None:
-            skipped.append(Decision(rule, OUT_OF_AUDIENCE, reason))
+    for rule in candidates:
+        if rule.audience is not None and not matching.admits(rule.audience, get):
+            skipped.append(Decision(rule, OUT_OF_AUDIENCE,
+                                    partial(_audience_miss, rule.audience, get)))
             continue
         reason = schedule.check(rule.schedule, get) if rule.schedule is not None else None
         if reason is not None:
@@ -102,10 +162,17 @@ def plan(ruleset: RuleSet, context: Any, page: Any, arms: Sequence[Rule] = ()) -
             decided.append(Decision(rule, APPLIED))
             continue
         winner = claimed[taken]
-        decided.append(Decision(rule, LOST, f'slot "{taken}" is taken by rule "{winner.id}" '
-                                f"({why_first(winner, rule)})", winner.id))
+        decided.append(Decision(rule, LOST, partial(_lost, taken, winner, rule), winner.id))
     decided.extend(sorted(skipped, key=lambda d: rank(d.rule)))
-    return Plan(page.host, page.path, tuple(decided))
+    return Plan(host, path, tuple(decided))
+
+
+def _audience_miss(audience: matching.Node, get: Callable[[str], Any]) -> str:
+    return matching.evaluate(audience, get) or ""
+
+
+def _lost(slot: str, winner: Rule, loser: Rule) -> str:
+    return f'slot "{slot}" is taken by rule "{winner.id}" ({why_first(winner, loser)})'
 
 
 def why_first(winner: Rule, loser: Rule) -> str:

@@ -9,6 +9,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Any
 
 from experiments.model import WEIGHT_TOLERANCE
 from proxy.rules.conditions import count, resolve
@@ -16,6 +17,17 @@ from proxy.rules.experiments import ExperimentDef
 from proxy.rules.model import Node, Problem, Rule, RuleError, Segment
 from proxy.rules.pages import PageIndex
 from proxy.rules.parse import FileRules
+
+
+class RecentPlans:
+    """Plans of one rule set for recent situations (:func:`proxy.rules.plan.plan` owns the
+    contents); it lives and dies with its rule set, so a reload starts afresh."""
+
+    __slots__ = ("plans", "reads")
+
+    def __init__(self) -> None:
+        self.reads: dict[tuple[str, str], tuple[str, ...]] = {}   # by host and path
+        self.plans: dict[Any, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -27,6 +39,7 @@ class RuleSet:
     experiments: tuple[ExperimentDef, ...] = ()  # file order, audiences resolved
     experiment_index: PageIndex = field(default_factory=lambda: PageIndex(()), compare=False,
                                         repr=False)
+    recent_plans: RecentPlans = field(default_factory=RecentPlans, compare=False, repr=False)
 
     def experiments_on(self, host: str, path: str) -> tuple[ExperimentDef, ...]:
         """The experiments whose pages match, in file order."""
