@@ -13,7 +13,7 @@ from __future__ import annotations
 import html as html_module
 import json
 import re
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 SCRIPT_FILE = Path(__file__).parent / "static" / "goals.js"
@@ -32,14 +32,26 @@ def script_bytes() -> bytes:
 
 def tag(src: str, endpoint: str, token: str, selectors: tuple[str, ...], nonce: str | None
         ) -> str:
-    attrs = [("src", src), ("async", None), (MARKER, None), ("data-endpoint", endpoint),
-             ("data-token", token), ("data-clicks", json.dumps(list(selectors)))]
-    if nonce:
-        attrs.append(("nonce", nonce))
-    rendered = "".join(f" {name}" if value is None
-                       else f' {name}="{html_module.escape(value, quote=True)}"'
-                       for name, value in attrs)
-    return f"<script{rendered}></script>"
+    before, after = _around_token(src, endpoint, selectors, nonce)
+    return before + html_module.escape(token, quote=True) + after
+
+
+@lru_cache(maxsize=256)
+def _around_token(src: str, endpoint: str, selectors: tuple[str, ...], nonce: str | None
+                  ) -> tuple[str, str]:
+    """The tag before and after its token, which alone differs from view to view (the rest
+    is the same for every visitor of a page: made once, not on every view)."""
+    before = _attributes([("src", src), ("async", None), (MARKER, None),
+                          ("data-endpoint", endpoint)])
+    after = _attributes([("data-clicks", json.dumps(list(selectors))),
+                         *([("nonce", nonce)] if nonce else [])])
+    return f'<script{before} data-token="', f'"{after}></script>'
+
+
+def _attributes(attrs: list[tuple[str, str | None]]) -> str:
+    return "".join(f" {name}" if value is None
+                   else f' {name}="{html_module.escape(value, quote=True)}"'
+                   for name, value in attrs)
 
 
 def insertion(page: str, src: str, endpoint: str, token: str, selectors: tuple[str, ...],

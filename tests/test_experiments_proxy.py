@@ -583,6 +583,19 @@ def test_the_goals_script_goes_before_the_last_body_end_tag_in_any_spelling() ->
     assert at("<body>x</bodyguard></body>") == 19
 
 
+def test_the_goals_tag_escapes_every_value_and_carries_the_nonce() -> None:
+    from proxy.goals_script import tag
+
+    assert tag("/_kairos/goals.js", "/_kairos/event", 'tok<en"x', ("#a", '.b "q"'), None) == (
+        '<script src="/_kairos/goals.js" async data-kairos-goals data-endpoint="/_kairos/event"'
+        ' data-token="tok&lt;en&quot;x" data-clicks="[&quot;#a&quot;, &quot;.b \\&quot;q'
+        '\\&quot;&quot;]"></script>')
+    assert tag("/s.js?a=1&b=2", "/e", "t1", (), "n0nce") == (
+        '<script src="/s.js?a=1&amp;b=2" async data-kairos-goals data-endpoint="/e" '
+        'data-token="t1" data-clicks="[]" nonce="n0nce"></script>')
+    assert 'data-token="t2"' in tag("/s.js?a=1&b=2", "/e", "t2", (), "n0nce")  # remembered
+
+
 def test_the_running_proxy_serves_results_of_its_own_experiments(upstream: Upstream,
                                                                   valkey: ValkeyServer,
                                                                   rules_dir: Path,
