@@ -23,6 +23,7 @@ values of the fields its ``Vary`` names.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 PrimaryKey = tuple[bytes, bytes, bytes]
 VaryKey = tuple[tuple[bytes, bytes | None], ...]
@@ -52,6 +53,11 @@ def accept_encoding_key(values: list[bytes]) -> bytes:
     Collapsing further (say, "br if br is accepted") would not be: an origin that preferred
     gzip would have its gzip page served to a client that accepts only br.
     """
+    return _accepted_codings(tuple(values))
+
+
+@lru_cache(maxsize=1024)   # browsers send a handful of spellings: each parsed once
+def _accepted_codings(values: tuple[bytes, ...]) -> bytes:
     accepted: set[bytes] = set()
     refused: set[bytes] = set()
     star: bool | None = None
