@@ -108,6 +108,9 @@ class Prepared:
     compiled: Any = None
 
 
+MAX_PENDING = 4
+
+
 class Preparer:
     """Decodes and compiles cached pages off the event loop (compiling costs about one full
     rewrite, and up to a few hundred ms for selectors that match thousands of elements);
@@ -116,7 +119,14 @@ class Preparer:
     One page at a time, on one thread shared by every Preparer of the worker: lexbor holds
     the GIL while it parses, so more threads would not prepare faster, but each would hold
     a parse tree (several times the page) and a malloc arena of its own: with 50 connections
-    missing the cache, that was ~30 MB of the worker's peak memory."""
+    missing the cache, that was ~30 MB of the worker's peak memory.
+
+    At most :data:`MAX_PENDING` preparations wait or run at once: a page stored while the
+    thread is that far behind is prepared at its first hit instead. Unbounded, a stream of
+    misses on ever new URLs (each stored, most never seen again) queued a preparation per
+    page faster than one thread could work them off, and every queued page stayed alive,
+    evicted or not: ~60 MB of a worker's peak in bench/personalised.py's memory run. A page
+    evicted while it waited is not prepared at all."""
 
     def __init__(self, transform: Any, limit: int, cache: EdgeCache | RepeatedPages,
                  thread: ThreadPoolExecutor) -> None:
@@ -135,7 +145,7 @@ class Preparer:
         slot = entry.compiled
         if isinstance(slot, Prepared) and slot.version is version:
             return slot if slot.decoded is not None else None
-        if slot is not version:   # not already being prepared for these rules
+        if slot is not version and len(self._tasks) < MAX_PENDING:   # not being prepared
             entry.compiled = version
             task = asyncio.get_running_loop().create_task(
                 self._prepare(entry, version, host, path))
@@ -154,6 +164,8 @@ class Preparer:
 
     def _build(self, entry: CacheEntry | RepeatedPage, version: object, host: str,
                path: str) -> Prepared:
+        if not entry.stored:   # evicted while it waited: nobody will see it again
+            return Prepared(version)
         try:
             decoded = decode_page(entry.body, entry.headers, self.limit)
             compiled = self.transform.prepare(decoded.html, host, path)
