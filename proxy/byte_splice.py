@@ -25,8 +25,11 @@ class ByteMap:
     codec: str
     chars: tuple[int, ...]   # character offsets of the checkpoints, ascending, first 0
     offsets: tuple[int, ...]   # their byte offsets in ``raw``
+    one_byte_each: bool = False   # ASCII text, one byte per character: no measuring at all
 
     def byte_offset(self, position: int) -> int:
+        if self.one_byte_each:
+            return self.bom + position
         i = bisect_right(self.chars, position) - 1
         start = self.chars[i]
         return self.offsets[i] + len(self.text[start:position].encode(self.codec))
@@ -36,15 +39,16 @@ class ByteMap:
         encoding the text that did not change."""
         order = sorted(range(len(edits)),
                        key=lambda i: (edits[i][0], edits[i][1] != edits[i][0], i))
-        out: list[bytes] = []
+        raw = memoryview(self.raw)   # slices of it are not copies; join copies once
+        out: list[bytes | memoryview] = []
         at = 0
         for i in order:
             start, end, replacement = edits[i]
             begin = self.byte_offset(start)
-            out.append(self.raw[at:begin])
+            out.append(raw[at:begin])
             out.append(replacement.encode(self.codec, errors="xmlcharrefreplace"))
             at = self.byte_offset(end)
-        out.append(self.raw[at:])
+        out.append(raw[at:])
         return b"".join(out)
 
 
@@ -59,4 +63,7 @@ def byte_map(text: str, raw: bytes, bom: int, codec: str, cuts: Iterable[int]
             chars.append(cut)
     if offsets[-1] + len(text[chars[-1]:].encode(codec)) != len(raw):
         return None
-    return ByteMap(text, raw, bom, codec, tuple(chars), tuple(offsets))
+    # Every character takes at least one byte, so ASCII text as long as its bytes takes
+    # exactly one each, whatever the codec.
+    one_byte_each = text.isascii() and len(raw) - bom == len(text)
+    return ByteMap(text, raw, bom, codec, tuple(chars), tuple(offsets), one_byte_each)

@@ -45,3 +45,21 @@ def test_a_byte_order_mark_a_single_byte_codec_and_unencodable_edits() -> None:
 
 def test_text_that_is_not_the_bytes_is_refused() -> None:
     assert byte_map("abc", b"abcd", 0, "utf-8", [1]) is None
+
+
+@pytest.mark.parametrize(("codec", "bom", "one_byte_each"), [
+    ("utf-8", b"", True), ("utf-8", b"\xef\xbb\xbf", True), ("windows-1252", b"", True),
+    ("utf-16-le", b"\xff\xfe", False),   # ASCII, but two bytes a character
+])
+def test_ascii_pages_skip_measuring_only_where_a_character_is_one_byte(
+        codec: str, bom: bytes, one_byte_each: bool) -> None:
+    text = "<p class=a>plain ascii</p>\n" * 400
+    raw = bom + text.encode(codec)
+    mapped = byte_map(text, raw, len(bom), codec, [100, 5000])
+    assert mapped is not None and mapped.one_byte_each is one_byte_each
+    rng = random.Random(codec)
+    for _ in range(30):
+        points = sorted(rng.sample(range(len(text) + 1), 4))
+        edits = [(points[0], points[1], "é<b>x</b>"), (points[2], points[3], "")]
+        assert mapped.splice(edits) == bom + splice(text, edits).encode(
+            codec, errors="xmlcharrefreplace")
