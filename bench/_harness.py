@@ -358,11 +358,13 @@ def proc_children(pid: int) -> list[int]:
 
 
 def proc_memory_kb(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM (peak RSS) etc. of a process from /proc/<pid>/status, in kB ({} if gone)."""
+    """VmRSS, VmHWM (peak RSS), RssAnon (private memory), RssFile (mapped files, e.g. the
+    GeoIP database: shared by every process mapping it, dropped under memory pressure) etc.
+    of a process from /proc/<pid>/status, in kB ({} if gone)."""
     out = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Vm") and line.endswith(" kB"):
+            if line.startswith(("Vm", "Rss")) and line.endswith(" kB"):
                 name, value = line.split(":", 1)
                 out[name] = int(value.split()[0])
     except OSError:
@@ -403,6 +405,8 @@ class PeakRss:
         self.pids = list(pids)
         self.interval = interval
         self.peak_kb: dict[int, int] = {}
+        self.peak_anon_kb: dict[int, int] = {}   # private memory (sampled: no kernel peak)
+        self.file_kb: dict[int, int] = {}   # mapped files when RSS peaked (sampled)
         self.hwm_reset = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -415,9 +419,13 @@ class PeakRss:
     def _sample(self) -> None:
         while True:
             for pid in self.pids:
-                rss = proc_memory_kb(pid).get("VmRSS", 0)
+                now = proc_memory_kb(pid)
+                rss = now.get("VmRSS", 0)
                 if rss > self.peak_kb.get(pid, 0):
                     self.peak_kb[pid] = rss
+                    self.file_kb[pid] = now.get("RssFile", 0)
+                self.peak_anon_kb[pid] = max(self.peak_anon_kb.get(pid, 0),
+                                             now.get("RssAnon", 0))
             if self._stop.wait(self.interval):
                 return
 

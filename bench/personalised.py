@@ -701,6 +701,7 @@ def memory_run(k: Kairos, requests: Path, seconds: float, conc: int = 50,
             if max(mem.peak_kb.values(), default=0) > rss_cap_mb * 1024:
                 break
     return {"requests": done, "rps": sum(rps) / max(1, len(rps)), "peak_kb": dict(mem.peak_kb),
+            "peak_anon_kb": dict(mem.peak_anon_kb), "file_kb": dict(mem.file_kb),
             "before_kb": before, "stats": stats, "full": full}
 
 
@@ -758,20 +759,27 @@ def report(cells: list[Cell], memory: list[tuple], header: str, args) -> str:
                 f"each view a cache miss, a store and a compile), {' and '.join(args.encodings)}"
                 " requests alternating, until every worker's cache is over 90% full and has "
                 "evicted pages (then 3 s more), or the time limit. RSS before: the worker idle "
-                "after the speed cells; peak: its VmHWM over the run (reset at the start).", ""]
+                "after the speed cells; peak: its VmHWM over the run (reset at the start). "
+                "RSS counts the pages of mapped files a worker has touched, mostly the GeoIP "
+                "database (34 MB for the bundled file; every worker maps the same pages and "
+                "the kernel drops them under pressure), so the private memory (RssAnon, "
+                "sampled every 50 ms) is shown as well, and the aim is judged on both.", ""]
         rows = []
         for leg, m in memory:
             cache = ", ".join(f"{s.get('cache_entries', 0):,.0f} pages / "
                               f"{s.get('cache_bytes', 0) / 2**20:.1f} MB"
                               for _, s in sorted(m["stats"].items()))
             peak = max(m["peak_kb"].values()) / 1024 if m["peak_kb"] else 0
+            anon = max(m["peak_anon_kb"].values()) / 1024 if m["peak_anon_kb"] else 0
             rows.append([leg, f"{m['requests']:,}", f"{m['rps']:,.0f}", cache,
                          "yes" if m["full"] else "NO (time limit)", _rss(m["before_kb"]),
-                         _rss(m["peak_kb"]),
-                         h.verdict(peak < MEMORY_AIM_MB, f"< {MEMORY_AIM_MB} MB")])
+                         _rss(m["peak_kb"]), _rss(m["file_kb"]), _rss(m["peak_anon_kb"]),
+                         h.verdict(peak < MEMORY_AIM_MB, f"RSS < {MEMORY_AIM_MB} MB"),
+                         h.verdict(anon < MEMORY_AIM_MB, f"private < {MEMORY_AIM_MB} MB")])
         out.append(h.markdown_table(
             ["leg", "requests", "req/s", "cache per worker at the end (counted)", "full",
-             "RSS/worker before MB", "peak RSS/worker MB", "aim"], rows))
+             "RSS/worker before MB", "peak RSS/worker MB", "of it mapped files MB",
+             "peak private MB", "aim (RSS)", "aim (private)"], rows))
     return "\n".join(out)
 
 
@@ -923,7 +931,8 @@ def main() -> None:
                     m = memory_run(k, requests, args.memory_seconds)
                     memory.append((k.label, m))
                     print(f"  memory {k.label}: {m['requests']} requests, RSS "
-                          f"{_rss(m['before_kb'])} -> peak {_rss(m['peak_kb'])} MB, full "
+                          f"{_rss(m['before_kb'])} -> peak {_rss(m['peak_kb'])} MB (private "
+                          f"{_rss(m['peak_anon_kb'])} MB), full "
                           f"{m['full']}", file=sys.stderr)
     load_end = os.getloadavg()
 
