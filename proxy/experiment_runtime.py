@@ -19,6 +19,8 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from itertools import product
 
 from experiments.assignment import (
     Assignment,
@@ -30,7 +32,13 @@ from experiments.assignment import (
 )
 from experiments.model import Experiment, GoalKind
 
-from .context.identity import MAX_GOALS, Membership, VisitorState, with_membership
+from .context.identity import (
+    MAX_GOALS,
+    Membership,
+    VisitorState,
+    with_membership,
+    with_memberships,
+)
 from .context.model import VisitorContext
 from .store.events import Conversion, Exposure
 
@@ -49,7 +57,7 @@ COVARIATE_GOAL = "~x"
 COVARIATE_CAP = 100
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     experiment: str
     arm: str | None          # None: the visitor sees the page without this experiment
@@ -58,7 +66,7 @@ class Outcome:
     counted: bool = False    # this request recorded the visitor's (first) exposure
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decisions:
     outcomes: tuple[Outcome, ...]
     state: VisitorState | None
@@ -68,7 +76,7 @@ class Decisions:
         return next((o.arm for o in self.outcomes if o.experiment == experiment), None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Situation:
     """Everything besides the visitor that assignment depends on, per worker."""
 
@@ -79,18 +87,26 @@ class Situation:
     holdout: float = 0.0
 
 
+@lru_cache(maxsize=1024)   # salts are few; the tag is compared on every page view
 def salt_tag(salt: str) -> int:
     return zlib.crc32(salt.encode("utf-8"))
 
 
+# Every VisitorFacts there can be, built once: the facts are four booleans, and immutable
+# values can be shared by every request.
+_FACTS = {flags: VisitorFacts(*flags) for flags in product((False, True), repeat=4)}
+
+
 def visitor_facts(context: VisitorContext, in_audience: bool) -> VisitorFacts:
     reason = context.privacy_reason
-    return VisitorFacts(
-        in_audience=in_audience,
-        is_bot=context.device.kind == "bot",
-        opted_out=reason in ("opted_out", "gpc", "dnt"),
-        consented=reason != "no_consent",
-    )
+    return _facts(in_audience, context.device.kind == "bot",
+                  reason in ("opted_out", "gpc", "dnt"), reason != "no_consent")
+
+
+def _facts(in_audience: bool, is_bot: bool, opted_out: bool, consented: bool) -> VisitorFacts:
+    if in_audience is True or in_audience is False:   # else (a truthy value): kept as given
+        return _FACTS[in_audience, is_bot, opted_out, consented]
+    return VisitorFacts(in_audience, is_bot, opted_out, consented)
 
 
 def pre_exposure_covariate(state: VisitorState) -> float:
@@ -120,6 +136,8 @@ def with_covariate(goals: tuple[tuple[str, float], ...], x: float | None
                    ) -> tuple[tuple[str, float], ...]:
     """``goals`` (a membership's totals) with the covariate entry set to ``x``, first (the
     cookie keeps the first MAX_GOALS entries), or removed when ``x`` is None."""
+    if not goals:   # a first exposure: nothing to keep
+        return () if x is None else ((COVARIATE_GOAL, x),)
     rest = tuple(entry for entry in goals if entry[0] != COVARIATE_GOAL)
     return rest if x is None else ((COVARIATE_GOAL, x), *rest)
 
@@ -136,53 +154,63 @@ def decide(
     state = context.cookie_state
     outcomes: list[Outcome] = []
     events: list[Exposure | Conversion] = []
-    day = situation.now.date().isoformat()
+    day = ""   # of the first exposure, if any
+    # What the facts say of the visitor is the same for every experiment but the audience.
+    reason = context.privacy_reason
+    is_bot = context.device.kind == "bot"
+    opted_out = reason in ("opted_out", "gpc", "dnt")
+    consented = reason != "no_consent"
+    if state is None and consented and not opted_out and not is_bot:
+        # No identity to hash (profiling is off for a reason the facts do not name): the
+        # facts exclude the visitor before any hash is taken.
+        opted_out = True
+    # The placeholder only satisfies assign()'s check that an id was given.
+    visitor_id = state.visitor_id if state is not None else "anonymous"
+    # The memberships this view adds, newest last; the state is rebuilt once, at the end.
+    joined: dict[str, Membership] = {}
     for experiment in experiments:
-        forced = (preview or {}).get(experiment.id)
+        forced = preview.get(experiment.id) if preview else None
         if forced is not None and experiment.arm_index(forced) is not None:
             outcomes.append(Outcome(experiment.id, forced, PREVIEW))   # never counted
             continue
-        result = _assign(experiment, context, state, situation, in_audience(experiment))
+        member = joined.get(experiment.id) or (
+            state.membership(experiment.id) if state is not None else None)
+        facts = _facts(in_audience(experiment), is_bot, opted_out, consented)
+        result = _assign(experiment, visitor_id, member, situation, facts)
         if isinstance(result, NotAssigned):
             outcomes.append(Outcome(experiment.id, None, str(result.reason)))
             continue
         counted = False
-        if state is not None:
-            member = state.membership(experiment.id)
-            if member is None or member.arm != result.arm or not member.exposed:
-                goals = member.goals if member is not None and member.arm == result.arm else ()
-                x = (pre_exposure_covariate(state) if len(experiment.goals) < MAX_GOALS
-                     else None)
-                state = with_membership(state, Membership(
-                    experiment.id, result.arm, salt_tag(result.salt), True,
-                    with_covariate(goals, x)))
-                events.append(Exposure(experiment.id, result.arm, day, result.probability,
-                                       situation.periods.get(experiment.id, ""), x))
-                counted = True
+        if state is not None and (member is None or member.arm != result.arm
+                                  or not member.exposed):
+            goals = member.goals if member is not None and member.arm == result.arm else ()
+            x = pre_exposure_covariate(state) if len(experiment.goals) < MAX_GOALS else None
+            joined.pop(experiment.id, None)   # an experiment given twice: the last is newest
+            joined[experiment.id] = Membership(experiment.id, result.arm,
+                                               salt_tag(result.salt), True,
+                                               with_covariate(goals, x))
+            day = day or situation.now.date().isoformat()
+            events.append(Exposure(experiment.id, result.arm, day, result.probability,
+                                   situation.periods.get(experiment.id, ""), x))
+            counted = True
         outcomes.append(Outcome(experiment.id, result.arm, "", result.sticky, counted))
+    if joined and state is not None:
+        state = with_memberships(state, tuple(joined.values()))
     return Decisions(tuple(outcomes), state, tuple(events))
 
 
-def _assign(experiment: Experiment, context: VisitorContext, state: VisitorState | None,
-            situation: Situation, in_audience: bool) -> Assignment | NotAssigned:
-    facts = visitor_facts(context, in_audience)
-    # Without a cookie identity (profiling off) the facts exclude the visitor before any hash
-    # is taken; the placeholder only satisfies assign()'s check that an id was given.
-    visitor_id = state.visitor_id if state is not None else "anonymous"
+def _assign(experiment: Experiment, visitor_id: str, member: Membership | None,
+            situation: Situation, facts: VisitorFacts) -> Assignment | NotAssigned:
     stored = None
-    member = state.membership(experiment.id) if state is not None else None
     if member is not None and member.salt_tag == salt_tag(experiment.salt):
         stored = StoredAssignment(member.arm, experiment.salt, 1.0)
-    if state is None and facts.consented and not facts.opted_out and not facts.is_bot:
-        # No identity to hash (profiling is off for a reason the facts do not name).
-        facts = VisitorFacts(in_audience, facts.is_bot, True, facts.consented)
     return assign(experiment, visitor_id, facts=facts, now=situation.now, stored=stored,
                   weights=situation.weights.get(experiment.id),
                   slot=situation.slots.get(experiment.id),
                   holdout=situation.holdout)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GoalHit:
     """Something a visitor did that may be a goal: a page view, a click, a custom event."""
 

@@ -59,7 +59,7 @@ SCRIPT_KINDS = frozenset((GoalKind.CLICK, GoalKind.CUSTOM, GoalKind.REVENUE))
 REPLAY_MEMORY = 100_000   # beacon tokens remembered per worker (a few MB at most)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PageExperiments:
     """What the experiments decided for one page view."""
 
@@ -105,6 +105,7 @@ class Experimentation:
         self._defs: dict[str, ExperimentDef] = {}
         self._arms: dict[tuple[str, str], tuple[str | None, Rule | None]] = {}
         self._territory: dict[str, frozenset[str]] = {}
+        self._script_goals_of: dict[str, tuple[tuple[str, ...], bool]] = {}
         self._seen_tokens: OrderedDict[str, None] = OrderedDict()
 
     # -- per rule set -------------------------------------------------------------------
@@ -121,6 +122,7 @@ class Experimentation:
                           for d in definitions for a in d.arms}
             self._territory = {d.id: frozenset(c.selector for a in d.arms for c in a.changes)
                                for d in definitions}
+            self._script_goals_of = {}   # filled as memberships are seen (segments too)
             self._planned_for = ruleset
         return ruleset
 
@@ -134,9 +136,11 @@ class Experimentation:
 
     def situation(self, now: datetime) -> Situation:
         self._refresh()
+        return self._situation_at(now)
+
+    def _situation_at(self, now: datetime) -> Situation:
         current = self._weights()
-        return Situation(now=now, weights=current.weights, periods=current.periods,
-                         slots=self._slots, holdout=self.holdout)
+        return Situation(now, current.weights, current.periods, self._slots, self.holdout)
 
     # -- a page view --------------------------------------------------------------------
 
@@ -150,10 +154,9 @@ class Experimentation:
         is_bot = context.device.kind == "bot"
         holdout = (state is not None and not is_bot and self.in_holdout(state.visitor_id))
         events: list[Exposure | Conversion] = []
-        day = utc_day(now)
-        if state is not None and not is_bot:
+        if state is not None and not is_bot and state.experiments:   # else nothing converts
             state, converted = convert(state, self._by_id, (GoalHit(GoalKind.PAGE, path),),
-                                       day, page_matches)
+                                       utc_day(now), page_matches)
             events.extend(converted)
         on_page = ruleset.experiments_on(host, path)
         outcomes: tuple[Outcome, ...] = ()
@@ -161,16 +164,16 @@ class Experimentation:
         redirect = None
         if on_page:
             get = getter(context)
-            moment = datetime.fromtimestamp(now, UTC)
-            situation = self.situation(moment)
+            situation = self._situation_at(datetime.fromtimestamp(now, UTC))
             segments = {d.id: segment_id(d.id, d.segment_by, get) for d in on_page
                         if d.segment_by}
             if segments:
                 situation = _segment_situation(situation, segments)
             before = state
+            defs = self._defs
             decided: Decisions = decide(
                 [d.experiment for d in on_page], _with_state(context, state), situation,
-                in_audience=lambda e: _in_audience(self._defs[e.id], get),
+                in_audience=lambda e: _in_audience(defs[e.id], get),
                 preview=self.read_preview(query, now))
             decided, redirect, arm_rules = self._shown(decided, before)
             if holdout or context.privacy_reason == "opted_out":
@@ -195,14 +198,20 @@ class Experimentation:
         (in file order) wins the whole page: no other arm is shown, so none is counted. An
         arm whose slot an earlier experiment's arm already changes is not shown either
         (experiments that share a slot belong in one layer; ``kairos rules check`` says so)."""
-        assigned = [o for o in decided.outcomes if o.arm is not None]
-        arms = [(o, *self._arms[o.experiment, o.arm]) for o in assigned]  # type: ignore[index]
-        leader = next((o for o, target, _ in arms if target is not None), None)
+        assigned: list[Outcome] = []
+        arms: list[tuple[Outcome, str | None, Rule | None]] = []
+        leader: Outcome | None = None   # the first redirect arm
         redirect: str | None = None
+        for o in decided.outcomes:
+            if o.arm is not None:
+                target, rule = self._arms[o.experiment, o.arm]
+                assigned.append(o)
+                arms.append((o, target, rule))
+                if leader is None and target is not None:
+                    leader, redirect = o, target
         rules: list[Rule] = []
         dropped: dict[str, str] = {}
         if leader is not None:
-            redirect = self._arms[leader.experiment, leader.arm][0]  # type: ignore[index]
             dropped = {o.experiment: "redirected" for o in assigned if o is not leader}
         else:
             claimed: set[str] = set()
@@ -237,14 +246,18 @@ class Experimentation:
         selectors: dict[str, None] = {}
         needed = False
         for member in state.experiments:
-            experiment = self._by_id.get(member.experiment)
-            if experiment is None or not member.exposed:
+            if not member.exposed:
                 continue
-            for goal in experiment.goals:
-                if goal.kind in SCRIPT_KINDS:
-                    needed = True
-                    if goal.kind is GoalKind.CLICK:
-                        selectors[goal.target] = None
+            goals = self._script_goals_of.get(member.experiment)
+            if goals is None:
+                experiment = self._by_id.get(member.experiment)
+                if experiment is None:
+                    continue
+                goals = self._script_goals_of[member.experiment] = _script_goals_of(experiment)
+            clicks, script = goals
+            needed = needed or script
+            for selector in clicks:
+                selectors[selector] = None
         return tuple(selectors), needed
 
     # -- goals reported later (beacon, custom event, origin header) ---------------------
@@ -364,10 +377,12 @@ class ByIdWithSegments(dict[str, Experiment]):
     exactly like the rule's own."""
 
     def get(self, key: str, default: Any = None) -> Any:   # type: ignore[override]
-        found = super().get(key)
-        if found is not None or "@" not in key:
-            return found if found is not None else default
-        base = super().get(base_of(key))
+        found = dict.get(self, key)   # called for every membership on every page view
+        if found is not None:
+            return found
+        if "@" not in key:
+            return default
+        base = dict.get(self, base_of(key))
         if base is None:
             return default
         segment = replace(base, id=key)
@@ -384,6 +399,14 @@ def _restore(state: VisitorState, before: VisitorState | None, experiment: str
     return without_membership(state, experiment)
 
 
+def _script_goals_of(experiment: Experiment) -> tuple[tuple[str, ...], bool]:
+    """An experiment's click selectors (in goal order), and whether any of its goals needs
+    the script; the same for every visitor, so worked out once per experiment (bounded:
+    the experiments of the rule set and their segments, and a reload starts anew)."""
+    clicks = tuple(g.target for g in experiment.goals if g.kind is GoalKind.CLICK)
+    return clicks, any(g.kind in SCRIPT_KINDS for g in experiment.goals)
+
+
 def _segment_situation(situation: Situation, segments: Mapping[str, str]) -> Situation:
     """The situation with each optimised rule's weights replaced by its segment's, where
     the bandit has published some (else the rule's global weights, else the planned)."""
@@ -392,7 +415,7 @@ def _segment_situation(situation: Situation, segments: Mapping[str, str]) -> Sit
         if segment in situation.weights:
             weights[experiment] = situation.weights[segment]
             periods[experiment] = situation.periods.get(segment, "")
-    return replace(situation, weights=weights, periods=periods)
+    return Situation(situation.now, weights, periods, situation.slots, situation.holdout)
 
 
 def _count_segments(state: VisitorState, decided: Decisions, segments: Mapping[str, str],

@@ -29,7 +29,7 @@ log = logging.getLogger("kairos.visitor")
 SECRET_FILE = "cookie-secret"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recognition:
     context: VisitorContext
     # The state the visitor cookie should hold, None to leave the cookie alone; encoded

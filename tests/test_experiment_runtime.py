@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import replace
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
-from experiments.assignment import plan_layers
+from experiments.assignment import VisitorFacts, plan_layers
 from experiments.model import GoalKind, parse_experiment
 from proxy.context.build import build_context
 from proxy.context.identity import (
@@ -28,6 +30,7 @@ from proxy.experiment_runtime import (
     convert,
     covariate_of,
     decide,
+    visitor_facts,
     with_covariate,
 )
 from proxy.store.events import Conversion, Exposure
@@ -250,3 +253,60 @@ def test_an_experiment_with_max_goals_goals_records_no_covariate() -> None:
     _, again = convert(state, {"many": many}, [GoalHit(GoalKind.PAGE, f"/g{MAX_GOALS - 1}")],
                        "2026-11-22", matches)
     assert again == ()
+
+
+# -- the shared values and shortcuts of decide() against what they stand for ---------------
+
+HERO_TWIN = replace(HERO, id="twin")
+
+
+@pytest.mark.parametrize("reason", ["", "opted_out", "gpc", "dnt", "no_consent"])
+@pytest.mark.parametrize("kind", ["desktop", "mobile", "bot"])
+@pytest.mark.parametrize("in_audience", [True, False, 1, 0])
+def test_the_shared_visitor_facts_are_the_ones_the_rule_gives(
+        reason: str, kind: str, in_audience: object) -> None:
+    context = SimpleNamespace(privacy_reason=reason, device=SimpleNamespace(kind=kind))
+    facts = visitor_facts(context, in_audience)  # type: ignore[arg-type]
+    assert facts == VisitorFacts(in_audience, kind == "bot",  # type: ignore[arg-type]
+                                 reason in ("opted_out", "gpc", "dnt"), reason != "no_consent")
+    assert facts.in_audience is in_audience     # a truthy value is kept as given
+
+
+@pytest.mark.parametrize(("privacy", "ua", "reason"), [
+    ("", CHROME, "opted_out"),          # profiling off for a reason the facts do not name
+    ("no_consent", CHROME, "no_consent"),
+    ("", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "bot"),
+])
+def test_a_visitor_without_a_cookie_identity_is_never_hashed(privacy: str, ua: str,
+                                                             reason: str) -> None:
+    anonymous = replace(context(ua=ua), cookie_state=None, privacy_reason=privacy)
+    decided = decide([HERO, HERO_TWIN], anonymous, SITUATION, in_audience=always)
+    assert [(o.arm, o.reason) for o in decided.outcomes] == [(None, reason)] * 2
+    assert decided.state is None and decided.events == ()
+
+
+@pytest.mark.parametrize("goals", [(), (("checkout", 1.0),), ((COVARIATE_GOAL, 2.0),),
+                                   (("a", 1.0), (COVARIATE_GOAL, 2.0), ("b", 3.0))])
+@pytest.mark.parametrize("x", [None, 0.0, 4.0])
+def test_with_covariate_puts_x_first_and_keeps_the_goals(
+        goals: tuple[tuple[str, float], ...], x: float | None) -> None:
+    rest = tuple(entry for entry in goals if entry[0] != COVARIATE_GOAL)
+    assert with_covariate(goals, x) == (rest if x is None else ((COVARIATE_GOAL, x), *rest))
+
+
+def test_two_experiments_on_one_page_both_count_and_share_the_day() -> None:
+    decided = decide([HERO, HERO_TWIN], context(), SITUATION, in_audience=always)
+    assert [e.experiment for e in decided.events] == ["hero", "twin"]
+    assert {e.day for e in decided.events} == {"2026-11-22"}
+    assert decided.state is not None
+    assert [m.experiment for m in decided.state.experiments] == ["hero", "twin"]
+
+
+def test_an_experiment_given_twice_is_counted_once() -> None:
+    decided = decide([HERO, HERO_TWIN, HERO], context(), SITUATION, in_audience=always)
+    first, _, again = decided.outcomes
+    assert first.counted and not first.sticky
+    assert again.arm == first.arm and again.sticky and not again.counted
+    assert [e.experiment for e in decided.events] == ["hero", "twin"]
+    assert decided.state is not None
+    assert [m.experiment for m in decided.state.experiments] == ["hero", "twin"]

@@ -113,6 +113,31 @@ def test_bad_event_values_are_refused_with_the_field(make: Any, message: str) ->
         make()
 
 
+@pytest.mark.parametrize("day", ["2026-11-2x", "2026-11-222", "", 20261122, None, b"2026-11-22"])
+def test_a_day_seen_valid_before_lets_no_bad_one_through(day: Any) -> None:
+    """check_day remembers the days it found valid (one per page view's events): that
+    memory must never let another value pass."""
+    Exposure("hero", "B", D1, 0.5)
+    with pytest.raises(ValueError, match=r"Exposure\.day"):
+        Exposure("hero", "B", day, 0.5)
+
+
+def test_the_memory_of_valid_days_stays_small() -> None:
+    from proxy.store import events
+
+    for offset in range(3 * events._VALID_DAYS_KEPT):
+        day = (T0 + timedelta(days=offset)).date().isoformat()
+        assert Exposure("hero", "B", day, 0.5).day == day
+    assert len(events._VALID_DAYS) <= events._VALID_DAYS_KEPT
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True, "1", None])
+def test_numbers_must_be_finite_and_not_booleans(value: Any) -> None:
+    with pytest.raises(ValueError, match=r"Guardrail\.latency_ms"):
+        Guardrail("hero", "B", D1, value, False, 0)
+    assert Guardrail("hero", "B", D1, 3, False, 0).latency_ms == 3   # an int is a number
+
+
 def test_bad_names_drop_the_event_in_the_flusher_and_pushes_keep_order() -> None:
     w1 = WeightChange("hero", T0, (("control", 0.5), ("B", 0.5)))
     w2 = WeightChange("hero", T0 + timedelta(hours=1), (("control", 0.2), ("B", 0.8)))

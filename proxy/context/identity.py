@@ -30,15 +30,18 @@ months later.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hmac
-import secrets as _secrets
+import os
 import struct
+from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
+from operator import attrgetter
 
 from proxy.context.journey import Counts, count_interests, furthest, interests_for, stage_for
 from proxy.context.settings import ContextSettings
+from proxy.signing import PrefixedMac, b64
 
 VERSION = 1
 MAX_COOKIE_CHARS = 4096  # browsers drop larger cookies; anything larger is not ours
@@ -49,6 +52,7 @@ _HEAD = struct.Struct(">BB16sIIIIIH")
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _LIMITS = {"landing_page": 200, "stage": 40, "entry_source": 40, "entry_campaign": 64}
+_TEXTS = attrgetter(*_LIMITS)   # the four strings, in cookie order
 # Experiment, arm and goal names are at most 64 characters (experiments.model); clipping one
 # would make it miss its experiment, and the visitor would be counted on every page.
 _MEMBER_NAME_LIMIT = 64
@@ -58,6 +62,8 @@ _F64 = struct.Struct(">d")
 _MEMBER = struct.Struct(">IBB")
 MAX_MEMBERSHIPS = 16   # bounds the cookie; the oldest membership gives way to a new one
 MAX_GOALS = 8
+_TAG_PREFIX = b"kairos-visitor\0"
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +129,37 @@ class VisitorState:
         return max(0, self.last_seen - self.first_seen) // 86_400
 
 
+_ID_BYTES = 16
+_IDS_PER_DRAW = 256
+_unused_ids: deque[str] = deque()
+
+
 def new_visitor_id() -> str:
-    return _secrets.token_hex(16)
+    """128 random bits as 32 hex digits, from os.urandom (the kernel's CSPRNG, which
+    secrets.token_hex reads too).
+
+    Drawn 256 ids at a time: one getrandom() system call per new visitor cost ~1.4% of a page
+    view. Drawing ahead takes nothing from unpredictability (the bytes are the same CSPRNG's,
+    only read earlier, and never derived from one another), and every id is still handed out
+    once: ``deque.popleft`` is atomic, so two threads cannot take the same one, and a forked
+    child forgets the ids its parent drew (:func:`_forget_unused_ids`), else both processes
+    would hand out the same ones.
+    """
+    while True:
+        try:
+            return _unused_ids.popleft()
+        except IndexError:
+            digits = os.urandom(_ID_BYTES * _IDS_PER_DRAW).hex()
+            width = 2 * _ID_BYTES
+            _unused_ids.extend(digits[i:i + width] for i in range(0, len(digits), width))
+
+
+def _forget_unused_ids() -> None:
+    _unused_ids.clear()
+
+
+if hasattr(os, "register_at_fork"):   # POSIX; elsewhere processes are never forked
+    os.register_at_fork(after_in_child=_forget_unused_ids)
 
 
 def advance(
@@ -145,13 +180,11 @@ def advance(
     t = int(now)
     stage = stage_for(path, settings)
     seen = interests_for(path, settings)
-    if state is None:
+    if state is None:   # positional: keywords cost a few hundred ns on every new visitor
         return VisitorState(
-            visitor_id=new_visitor_id(), first_seen=t, visit_start=t, last_seen=t,
-            landing_page=_clip(path, "landing_page"), stage=stage,
-            entry_source=_clip(entry_source, "entry_source"),
-            entry_campaign=_clip(entry_campaign, "entry_campaign"),
-            interests=count_interests((), seen, settings.interest_slots),
+            new_visitor_id(), t, t, t, 0, 1, 1, _clip(path, "landing_page"), stage,
+            _clip(entry_source, "entry_source"), _clip(entry_campaign, "entry_campaign"),
+            count_interests((), seen, settings.interest_slots), False, (),
         )
     if state.opted_out:
         return state
@@ -177,7 +210,23 @@ def with_membership(state: VisitorState, member: Membership) -> VisitorState:
     """``state`` with ``member`` replacing any earlier one for the same experiment, newest
     last; past :data:`MAX_MEMBERSHIPS` the oldest is forgotten."""
     kept = tuple(m for m in state.experiments if m.experiment != member.experiment)
-    experiments = (*kept, member)[-MAX_MEMBERSHIPS:]
+    return _with_experiments(state, (*kept, member)[-MAX_MEMBERSHIPS:])
+
+
+def with_memberships(state: VisitorState, members: tuple[Membership, ...]) -> VisitorState:
+    """:func:`with_membership` of each of ``members`` (of distinct experiments) in turn,
+    with one new state rather than one per member: a page with many experiments exposes a
+    new visitor to all of them at once. (Forgetting the oldest at each step or once at the
+    end leaves the same newest :data:`MAX_MEMBERSHIPS`.)"""
+    if len(members) == 1:
+        return with_membership(state, members[0])
+    joining = {m.experiment for m in members}
+    kept = tuple(m for m in state.experiments if m.experiment not in joining)
+    return _with_experiments(state, (*kept, *members)[-MAX_MEMBERSHIPS:])
+
+
+def _with_experiments(state: VisitorState, experiments: tuple[Membership, ...]
+                      ) -> VisitorState:
     return VisitorState(
         state.visitor_id, state.first_seen, state.visit_start, state.last_seen,
         state.previous_visit_end, state.visit_number, state.visit_pages, state.landing_page,
@@ -208,24 +257,37 @@ def opt_out(now: float) -> VisitorState:
 
 def encode(state: VisitorState, secret: str | bytes) -> str:
     """The cookie value for ``state``, signed with ``secret``."""
-    parts = [_HEAD.pack(
-        VERSION, 1 if state.opted_out else 0, bytes.fromhex(state.visitor_id),
-        _u32(state.first_seen), _u32(state.visit_start), _u32(state.last_seen),
-        _u32(state.previous_visit_end), _u32(state.visit_number),
-        min(max(state.visit_pages, 0), 0xFFFF),
-    )]
-    for field_name in _LIMITS:
-        parts.append(_pack_str(_clip(getattr(state, field_name), field_name)))
+    parts = [_head(state)]
+    for text, limit in zip(_TEXTS(state), _LIMITS.values(), strict=True):
+        parts.append(_packed(text, limit))
     interests = state.interests[:255]
     parts.append(_U8.pack(len(interests)))
     for name, count in interests:
-        parts.append(_pack_str(_clip(name, None)))
-        parts.append(_U16.pack(min(max(count, 0), 0xFFFF)))
+        parts.append(_packed(name, _NAME_LIMIT))
+        parts.append(_u16(count))
     if state.experiments:
         parts.append(_pack_memberships(state.experiments[-MAX_MEMBERSHIPS:]))
     payload = b"".join(parts)
-    raw = payload + _tag(_key(secret), payload)
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return b64(payload + _tag(_key(secret), payload))
+
+
+def _head(state: VisitorState) -> bytes:
+    fields = (state.first_seen, state.visit_start, state.last_seen, state.previous_visit_end,
+              state.visit_number)
+    flags = 1 if state.opted_out else 0
+    visitor_id = bytes.fromhex(state.visitor_id)
+    try:   # the common case: every number already fits its field
+        return _HEAD.pack(VERSION, flags, visitor_id, *fields, state.visit_pages)
+    except struct.error:   # out of range (or not an int): clamped to the field, as always
+        return _HEAD.pack(VERSION, flags, visitor_id, *map(_u32, fields),
+                          min(max(state.visit_pages, 0), 0xFFFF))
+
+
+def _u16(count: int) -> bytes:
+    try:
+        return _U16.pack(count)
+    except struct.error:
+        return _U16.pack(min(max(count, 0), 0xFFFF))
 
 
 def decode(
@@ -242,18 +304,19 @@ def decode(
             or len(cookie_value) > MAX_COOKIE_CHARS):
         return None
     text = cookie_value.strip().strip('"')
-    try:
-        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError):
+    try:   # base64.b64decode(..., altchars=b"-_", validate=True) without its Python layers
+        raw = binascii.a2b_base64((text + "=" * (-len(text) % 4)).encode("ascii").translate(
+            _FROM_URLSAFE), strict_mode=True)
+    except ValueError:   # binascii.Error, or UnicodeEncodeError for a non-ASCII character
         return None
     if len(raw) <= _HEAD.size + TAG_BYTES:
         return None
     payload, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
     if not any(hmac.compare_digest(_tag(_key(s), payload), tag) for s in secrets):
         return None
-    try:
+    try:   # IndexError: a length byte past the end (read as payload[at], not with struct)
         state = _parse(payload)
-    except (struct.error, UnicodeDecodeError, ValueError):
+    except (struct.error, UnicodeDecodeError, ValueError, IndexError):
         return None
     if state is None:
         return None
@@ -269,10 +332,11 @@ def _parse(payload: bytes) -> VisitorState | None:
     if version != VERSION:
         return None
     at = _HEAD.size
-    texts = {}
-    for field_name in _LIMITS:
-        texts[field_name], at = _read_str(payload, at)
-    (n,) = _U8.unpack_from(payload, at)
+    landing_page, at = _read_str(payload, at)   # the strings in _LIMITS order
+    stage, at = _read_str(payload, at)
+    entry_source, at = _read_str(payload, at)
+    entry_campaign, at = _read_str(payload, at)
+    n = payload[at]
     at += 1
     interests = []
     for _ in range(n):
@@ -285,27 +349,24 @@ def _parse(payload: bytes) -> VisitorState | None:
         memberships, at = _read_memberships(payload, at)
     if at != len(payload) or not first <= start <= last or number < 1:
         return None
-    return VisitorState(
-        visitor_id=vid.hex(), first_seen=first, visit_start=start, last_seen=last,
-        previous_visit_end=previous, visit_number=number, visit_pages=pages,
-        interests=tuple(interests), opted_out=bool(flags & 1), experiments=memberships,
-        **texts,
-    )
+    return VisitorState(vid.hex(), first, start, last, previous, number, pages, landing_page,
+                        stage, entry_source, entry_campaign, tuple(interests), bool(flags & 1),
+                        memberships)
 
 
 def _pack_memberships(members: tuple[Membership, ...]) -> bytes:
     parts = [_U8.pack(len(members))]
     for m in members:
         goals = m.goals[:MAX_GOALS]
-        parts += [_pack_str(_clip_name(m.experiment)), _pack_str(_clip_name(m.arm)),
+        parts += [_packed_name(m.experiment), _packed_name(m.arm),
                   _MEMBER.pack(m.salt_tag & 0xFFFFFFFF, 1 if m.exposed else 0, len(goals))]
         for goal, total in goals:
-            parts += [_pack_str(_clip_name(goal)), _F64.pack(total)]
+            parts += [_packed_name(goal), _F64.pack(total)]
     return b"".join(parts)
 
 
 def _read_memberships(payload: bytes, at: int) -> tuple[tuple[Membership, ...], int]:
-    (count,) = _U8.unpack_from(payload, at)
+    count = payload[at]
     if count == 0:   # the encoder writes the section only when it has members
         raise ValueError("empty membership section")
     at += 1
@@ -326,8 +387,7 @@ def _read_memberships(payload: bytes, at: int) -> tuple[tuple[Membership, ...], 
 
 
 def _read_str(data: bytes, at: int) -> tuple[str, int]:
-    (length,) = _U8.unpack_from(data, at)
-    end = at + 1 + length
+    end = at + 1 + data[at]
     if end > len(data):
         raise ValueError("truncated")
     return data[at + 1:end].decode("utf-8"), end
@@ -338,12 +398,42 @@ def _pack_str(text: str) -> bytes:
     return _U8.pack(len(data)) + data
 
 
+def _packed(text: str, limit: int) -> bytes:
+    """``_pack_str(_clip_to(text, limit))`` with one encoding in the common case."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:   # lone surrogates: clipped (or refused) exactly as always
+        return _pack_str(_clip_to(text, limit))
+    if len(data) > limit:
+        data = data[:limit].decode("utf-8", "ignore").encode("utf-8")
+    return _U8.pack(len(data)) + data
+
+
+@lru_cache(maxsize=512)
+def _packed_name(text: str) -> bytes:
+    """``_pack_str(_clip_name(text))``; experiment, arm and goal names are few and repeat on
+    every page view, so each is packed once."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _pack_str(_clip_name(text))
+    if len(data) > _MEMBER_NAME_LIMIT:
+        data = data[:_MEMBER_NAME_LIMIT].decode("utf-8", "ignore").encode("utf-8")
+    return _U8.pack(len(data)) + data
+
+
 def _clip_name(text: str) -> str:
     return text.encode("utf-8", "replace")[:_MEMBER_NAME_LIMIT].decode("utf-8", "ignore")
 
 
 def _clip(text: str, field_name: str | None) -> str:
     limit = _LIMITS.get(field_name, _NAME_LIMIT) if field_name else _NAME_LIMIT
+    return _clip_to(text, limit)
+
+
+def _clip_to(text: str, limit: int) -> str:
+    if len(text) * 4 <= limit:   # UTF-8 takes at most 4 bytes a character: nothing to cut
+        return text
     data = text.encode("utf-8", "replace")
     if len(data) <= limit:
         return text
@@ -358,8 +448,14 @@ def _key(secret: str | bytes) -> bytes:
     return secret.encode("utf-8") if isinstance(secret, str) else secret
 
 
+@lru_cache(maxsize=16)
+def _mac(key: bytes) -> PrefixedMac:
+    """Keyed once per secret: every page view signs a cookie."""
+    return PrefixedMac(key, _TAG_PREFIX)
+
+
 def _tag(key: bytes, payload: bytes) -> bytes:
-    return hmac.digest(key, b"kairos-visitor\0" + payload, "sha256")[:TAG_BYTES]
+    return _mac(key).digest(payload)[:TAG_BYTES]
 
 
 # -- HTTP ----------------------------------------------------------------------------------
@@ -370,9 +466,15 @@ def set_cookie_header(name: str, value: str, *, scheme: str, max_age_days: int =
     top-level navigation from other sites, so a visitor arriving from Google is
     recognised), ``Path=/``, ``Secure`` when the visitor's scheme is https, and a Max-Age
     of at most 13 months."""
+    before, after = _set_cookie_parts(name, scheme, max_age_days)
+    return f"{before}{value}{after}"
+
+
+@lru_cache(maxsize=64)   # a few names and schemes, one per page view with a cookie to set
+def _set_cookie_parts(name: str, scheme: str, max_age_days: int) -> tuple[str, str]:
     days = min(max(int(max_age_days), 1), MAX_AGE_DAYS)
     secure = "; Secure" if scheme.lower() == "https" else ""
-    return f"{name}={value}; Path=/; Max-Age={days * 86_400}; HttpOnly; SameSite=Lax{secure}"
+    return f"{name}=", f"; Path=/; Max-Age={days * 86_400}; HttpOnly; SameSite=Lax{secure}"
 
 
 def expire_cookie_header(name: str, *, scheme: str) -> str:

@@ -24,6 +24,10 @@ from datetime import datetime
 from functools import lru_cache
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Days already found valid: every event of a page view carries the same day, and the regex
+# costs more than the set lookup. Bounded, in case a caller passes many distinct days.
+_VALID_DAYS: set[str] = set()
+_VALID_DAYS_KEPT = 64
 
 
 def utc_day(timestamp: float | None = None) -> str:
@@ -43,8 +47,14 @@ def _day_text(day_number: int) -> str:
 
 def check_day(day: str, where: str) -> None:
     """Reject anything but ``YYYY-MM-DD``: the day becomes part of a Redis key."""
+    if type(day) is str and day in _VALID_DAYS:   # not isinstance: a str subclass may hash
+        return                                     # or compare its own way
     if not (isinstance(day, str) and _DAY.fullmatch(day)):
         raise ValueError(f"{where} = {day!r} is not valid: expected a UTC day like '2026-11-22'")
+    if type(day) is str:
+        if len(_VALID_DAYS) >= _VALID_DAYS_KEPT:
+            _VALID_DAYS.clear()
+        _VALID_DAYS.add(day)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +77,8 @@ def period_id(at: datetime) -> str:
 
 
 def _finite(value: float, where: str) -> None:
+    if type(value) is float and math.isfinite(value):   # the common case, in one check
+        return
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{where} = {value!r} is not valid: expected a finite number")
 
