@@ -55,6 +55,7 @@ class KairosApp:
         self.library: RuleLibrary | None = None
         self.experiments: Experimentation | None = None
         self.bandits: BanditLoop | None = None
+        self._published: Weights = NO_WEIGHTS   # the bandits' weights, as last handed out
         self.tasks: list[asyncio.Task[None]] = []
         self.websocket = WebSocketProxy(config)
         _, host, port = config.upstream_origin
@@ -88,9 +89,15 @@ class KairosApp:
             self.store.record(event)
 
     def _weights(self) -> Weights:
-        if self.bandits is None:
+        """The bandits' weights in force (asked on every page view with experiments; a new
+        Weights only when the loop has published new ones)."""
+        bandits = self.bandits
+        if bandits is None:
             return NO_WEIGHTS
-        return Weights(self.bandits.weights, self.bandits.periods)
+        last = self._published
+        if last.weights is not bandits.weights or last.periods is not bandits.periods:
+            last = self._published = Weights(bandits.weights, bandits.periods)
+        return last
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
