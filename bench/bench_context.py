@@ -8,8 +8,10 @@ addresses, each making a Zipf-ish number of page views with referrers, UTM links
 visitor cookies carried between requests. Geo uses the bundled 2015 GeoLite2 file.
 
 Prints per-request cost (median / p99 in µs) of build_context alone and of the full cookie
-round trip (decode + build + encode), and the device classification cost for a UA not seen
-before vs a repeat, next to the libraries it was chosen over. No asserts: it measures.
+round trip (decode + build + encode), the geo lookup of a /24 not seen before (through the
+memo of larger networks, and decoded every time), and the device classification cost for a
+UA not seen before vs a repeat, next to the libraries it was chosen over. No asserts: it
+measures.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.context import device
 from proxy.context.build import build_context
-from proxy.context.geo import open_reader
+from proxy.context.geo import GeoReader, open_reader
 from proxy.context.identity import decode, encode
 from proxy.context.model import RequestFacts
 from proxy.context.settings import parse_settings
@@ -144,6 +146,25 @@ def bench_devices(uas: list[str]) -> None:
         print(f"  user-agents (300 UAs)       {stats(timed(user_agents.parse, sample))}")
 
 
+def neighbouring_slash24s(count: int) -> list[str]:
+    """Addresses as bench/personalised.lua sends them: the first octet taken in turn, the
+    next two counting up, so every request is a new /24 and neighbours share networks."""
+    firsts = [5, 24, 31, 46, 62, 77, 81, 88, 93, 109, 151, 176, 188, 193, 212, 217]
+    return [f"{firsts[n % len(firsts)]}.{n // len(firsts) // 256 % 256}."
+            f"{n // len(firsts) % 256}.{n % 254 + 1}" for n in range(count)]
+
+
+def bench_geo(path: str, rng: random.Random) -> None:
+    print("\nGeo lookup, every /24 new (a City record costs ~16 µs to decode):")
+    scattered = [f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.7"
+                 for _ in range(5000)]
+    for label, ips in (("neighbouring /24s", neighbouring_slash24s(5000)),
+                       ("scattered /24s", scattered)):
+        reader = GeoReader(path)
+        print(f"  {label:18s} lookup  {stats(timed(reader.lookup, ips))}")
+        print(f"  {label:18s} decode  {stats(timed(GeoReader(path)._decode, ips))}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000)
@@ -193,6 +214,8 @@ def main() -> None:
     print(f"  build_context               {stats(build_ns)}")
     print(f"  decode + build + encode     {stats(round_trip_ns)}")
     print(f"  device LRU: {device.cache_info()}")
+    if reader is not None:
+        bench_geo(reader.path, random.Random(args.seed + 2))
     bench_devices(user_agents(random.Random(args.seed + 1), 3000))
 
 

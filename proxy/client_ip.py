@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,10 +18,16 @@ from typing import Any
 
 from .config import Network
 
+_FORWARDING = frozenset((b"x-forwarded-for", b"forwarded", b"x-forwarded-proto",
+                         b"x-forwarded-host"))
 _FORWARDED_FOR = re.compile(r'for\s*=\s*"?\[?([^\]";,\s]+)', re.I)
+# What ipaddress.IPv4Address accepts: four decimal octets 0-255, ASCII digits, no leading
+# zeros ("010.1.1.1" is refused, never read as octal), nothing before or after.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClientAddress:
     ip: str              # the visitor's address, for geo lookup only, never stored (S11)
     peer_trusted: bool   # whether the connecting peer is one of our trusted proxies
@@ -28,14 +35,35 @@ class ClientAddress:
     host: bytes | None   # trusted X-Forwarded-Host, if any
 
 
+def ipv4_int(text: str) -> int | None:
+    """``text`` as an integer when it is a dotted-quad IPv4 address, else None.
+
+    The fast path for the common case: a new visitor's address costs ~4 µs to parse with
+    ``ipaddress`` and ~0.5 µs here. It accepts exactly the strings ``IPv4Address`` accepts,
+    so a caller that sends everything else (IPv6, IPv4-mapped IPv6, garbage) on to
+    ``ipaddress`` gets the same answers. ``inet_aton`` alone would not do: it reads
+    "010.1.1.1" as octal and takes "127.1" and "0x7f.0.0.1" too; after the pattern it only
+    packs four plain octets.
+    """
+    if _DOTTED_QUAD.fullmatch(text) is None:
+        return None
+    return int.from_bytes(socket.inet_aton(text), "big")
+
+
 class TrustedNetworks:
     """Membership test for the configured proxy networks, cached per address string."""
 
     def __init__(self, networks: Sequence[Network]) -> None:
         self._networks = tuple(networks)
+        # IPv4 networks as (network, netmask) integers, IPv4Network.__contains__'s own test
+        self._ipv4 = tuple((int(net.network_address), int(net.netmask))
+                           for net in self._networks if net.version == 4)
         self.contains = lru_cache(maxsize=4096)(self._contains)
 
     def _contains(self, address: str) -> bool:
+        as_int = ipv4_int(address)
+        if as_int is not None:
+            return self._contains_ipv4(as_int)
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
@@ -44,6 +72,12 @@ class TrustedNetworks:
             ip = ip.ipv4_mapped
         return any(ip.version == net.version and ip in net for net in self._networks)
 
+    def _contains_ipv4(self, address: int) -> bool:
+        for network, netmask in self._ipv4:  # noqa: SIM110 (a loop: no generator per call)
+            if address & netmask == network:
+                return True
+        return False
+
 
 def resolve(
     peer: str,
@@ -51,13 +85,16 @@ def resolve(
     headers: Iterable[tuple[bytes, bytes]],
     trusted: TrustedNetworks,
 ) -> ClientAddress:
+    # ClientAddress(ip, peer_trusted, scheme, host), positional: keywords cost more per view
     if not trusted.contains(peer):
-        return ClientAddress(ip=peer, peer_trusted=False, scheme=connection_scheme, host=None)
+        return ClientAddress(peer, False, connection_scheme, None)
     xff: list[str] = []
     forwarded: list[str] = []
     proto: bytes | None = None
     fwd_host: bytes | None = None
     for name, value in headers:
+        if name not in _FORWARDING:
+            continue  # one set lookup for each of the many other headers, not four compares
         if name == b"x-forwarded-for":
             xff.extend(p.strip() for p in value.decode("latin-1").split(","))
         elif name == b"forwarded":
@@ -69,8 +106,7 @@ def resolve(
     chain = xff or forwarded
     ip = _rightmost_untrusted(chain, peer, trusted)
     scheme = proto.decode("ascii", "replace") if proto in (b"http", b"https") else None
-    return ClientAddress(ip=ip, peer_trusted=True, scheme=scheme or connection_scheme,
-                         host=fwd_host or None)
+    return ClientAddress(ip, True, scheme or connection_scheme, fwd_host or None)
 
 
 def of_scope(scope: dict[str, Any], trusted: TrustedNetworks) -> ClientAddress:
@@ -100,8 +136,13 @@ def _strip_port(entry: str) -> str:
     return entry
 
 
-@lru_cache(maxsize=4096)
 def _is_ip(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address; dotted quads without ``ipaddress``."""
+    return _DOTTED_QUAD.fullmatch(text) is not None or _parses_as_ip(text)
+
+
+@lru_cache(maxsize=4096)
+def _parses_as_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:

@@ -11,7 +11,7 @@ import pytest
 
 from proxy.context import identity
 from proxy.context.build import build_context
-from proxy.context.geo import GeoReader, open_reader
+from proxy.context.geo import CDN_HEADER_NAMES, GeoReader, open_reader
 from proxy.context.identity import decode, encode, opt_out
 from proxy.context.model import ATTRIBUTES, RequestFacts, VisitorContext
 from proxy.context.settings import ContextSettings, parse_settings
@@ -211,3 +211,81 @@ def test_request_facts_from_asgi() -> None:
     assert found.client_ip == "203.0.113.7" and found.peer_trusted
     bare = RequestFacts.from_asgi({"type": "http", "headers": [], "server": ("h", 80)}, "", False)
     assert (bare.host, bare.method, bare.path, bare.scheme) == ("h", "GET", "/", "http")
+
+
+def _reference_from_asgi(scope: dict, client_ip: str, peer_trusted: bool) -> RequestFacts:
+    """RequestFacts.from_asgi as it was before its header loop became one dict lookup."""
+    named = {b"user-agent": "user_agent", b"referer": "referer",
+             b"accept-language": "accept_language", b"sec-gpc": "sec_gpc", b"dnt": "dnt"}
+    geo_names = {name.encode() for name in CDN_HEADER_NAMES}
+    found: dict[str, str] = {}
+    cookies, geo, host = [], [], ""
+    for raw_name, raw_value in scope.get("headers", ()):
+        name = raw_name.lower()
+        if name in named:
+            found.setdefault(named[name], raw_value.decode("latin-1"))
+        elif name == b"cookie":
+            cookies.append(raw_value.decode("latin-1"))
+        elif name == b"host":
+            host = host or raw_value.decode("latin-1")
+        elif name in geo_names:
+            geo.append((name.decode("latin-1"), raw_value.decode("latin-1")))
+    if not host and scope.get("server"):
+        host = str(scope["server"][0])
+    return RequestFacts(
+        client_ip=client_ip, peer_trusted=peer_trusted, method=str(scope.get("method", "GET")),
+        scheme=str(scope.get("scheme", "http")), host=host.lower(),
+        path=str(scope.get("path", "/")),
+        query_string=bytes(scope.get("query_string", b"")).decode("latin-1"),
+        cookie="; ".join(cookies), geo_headers=tuple(geo), **found)
+
+
+def test_from_asgi_reads_headers_as_it_always_did() -> None:
+    """Repeated, empty, upper-case and unrelated headers in any order: first value wins for
+    single fields, an empty first Host gives way, cookies join, CDN headers all kept."""
+    import random
+    rng = random.Random(9)
+    pool = [(b"host", b""), (b"host", b"Shop.Example"), (b"Host", b"other.example"),
+            (b"user-agent", IPHONE.encode()), (b"User-Agent", b"curl/8"), (b"user-agent", b""),
+            (b"referer", b"https://www.google.com/"), (b"accept-language", b"de"),
+            (b"ACCEPT-LANGUAGE", b"fr"), (b"sec-gpc", b"1"), (b"dnt", b"1"),
+            (b"cookie", b"a=1"), (b"Cookie", b"kairos_v=xyz"), (b"cf-ipcountry", b"DE"),
+            (b"CF-IPCity", b"Berlin"), (b"x-vercel-ip-country", b"FR"), (b"accept", b"*/*"),
+            (b"x-forwarded-for", b"1.2.3.4"), (b"sec-fetch-dest", b"document"),
+            (b"caf\xe9", b"\xe9t\xe9")]
+    for _ in range(500):
+        scope = {"type": "http", "method": "GET", "path": "/p", "query_string": b"q=1",
+                 "server": ("10.0.0.5", 8080), "headers": rng.sample(pool, rng.randint(0, 12))}
+        assert (RequestFacts.from_asgi(scope, "203.0.113.7", True)
+                == _reference_from_asgi(scope, "203.0.113.7", True)), scope["headers"]
+
+
+def test_page_stage_and_interests_are_memoised_per_settings() -> None:
+    from proxy.context import journey
+    other = parse_settings({"interests": {"bags": ["/products/*"]},
+                            "journey_stages": [{"name": "browse", "paths": ["/products/*"]}]})
+    path = "/products/shoes/trail-42"
+    for _ in range(2):  # computed, then from the memo, alternating settings objects
+        assert journey.page_of(path, SETTINGS) == ("consideration", ("shoes",))
+        assert journey.page_of(path, other) == ("browse", ("bags",))
+    long_path = "/products/shoes/" + "x" * journey.MAX_CACHED_PATH_CHARS
+    assert journey.page_of(long_path, SETTINGS) == ("consideration", ("shoes",))
+    assert long_path not in journey._pages  # long paths are matched, never kept
+
+
+def test_every_field_comes_from_its_own_source(geo_reader: GeoReader | None) -> None:
+    """build_context passes the fields by position: each must land in its own place."""
+    request = facts(method="HEAD", scheme="http", host="h.example", path="/p",
+                    query_string="q=1", sec_gpc="1")
+    ctx = build(geo_reader, request)
+    assert (ctx.method, ctx.scheme, ctx.host, ctx.path, ctx.query) == (
+        "HEAD", "http", "h.example", "/p", "q=1")
+    assert (ctx.profiling_allowed, ctx.privacy_reason) == (False, "gpc")
+    snapshot = parse_signal_hash({b"a": b"1"})
+    ctx = build_context(facts(), None, SETTINGS, NOW, geo_reader, snapshot)
+    assert ctx.visitor is ctx.cookie_state and ctx.visitor is not None
+    kinds = {"device": "Device", "geo": "Geo", "source": "Source", "languages": "Languages",
+             "time": "LocalTime", "journey": "Journey", "signals": "SignalSnapshot"}
+    for field_name, kind in kinds.items():
+        assert type(getattr(ctx, field_name)).__name__ == kind, field_name
+    assert ctx.signals is snapshot

@@ -3,6 +3,7 @@ bad addresses, and CDN headers that are believed only from trusted peers."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 
@@ -40,6 +41,7 @@ NETWORKS = {
                              "WA", "Washington"),
     "2a02:8100::/32": _city("DE", "Germany", "EU", "Hamburg", "Europe/Berlin", "HH", "Hamburg"),
     "10.20.0.0/16": _city("NL", "Netherlands", "EU", "Office", "Europe/Amsterdam"),
+    "100.64.0.0/20": _city("NL", "Netherlands", "EU", "Branch", "Europe/Amsterdam"),
 }
 
 
@@ -106,7 +108,10 @@ def test_a_cached_slash24_never_hides_a_smaller_network(reader: GeoReader) -> No
 @pytest.mark.parametrize(
     "ip",
     ["", "8.8.8.8", "192.168.1.1", "127.0.0.1", "::1", "not-an-ip", "999.1.1.1", "1.2.3",
-     "81.2.69.04", "81.2.69.256", "81.2.69.1 ", "fe80::1%eth0", "2.125.160.-1"],
+     "81.2.69.04", "81.2.69.256", "81.2.69.1 ", "fe80::1%eth0", "2.125.160.-1",
+     # the /24 is cached: the last octet must still be well formed
+     "2.125.160.04", "2.125.160.256", "2.125.160.", "2.125.160.1 ", "2.125.160.١",
+     "2.125.160.+1", "2.125.160.1.1", " 2.125.160.1"],
 )
 def test_misses_and_bad_addresses_give_the_empty_geo(reader: GeoReader, ip: str) -> None:
     reader.lookup("81.2.69.1")  # warm the cache for the /24 of some of the bad ones
@@ -229,3 +234,61 @@ def test_bad_cdn_values_are_dropped() -> None:
     found = geo.from_cdn_headers({"cf-ipcountry": "us", "cf-timezone": "../../etc/passwd",
                                   "cf-ipcity": "Bad\x00City", "cf-region-code": "US-CA"})
     assert (found.country, found.time_zone, found.city, found.region) == ("US", "", "", "CA")
+
+
+# -- networks larger than /24 -------------------------------------------------------------------
+
+class _CountingReader:
+    """Stands in for maxminddb's reader and counts the records it decodes."""
+
+    def __init__(self, real: object) -> None:
+        self.real, self.decoded = real, 0
+
+    def get_with_prefix_len(self, ip: str) -> object:
+        self.decoded += 1
+        return self.real.get_with_prefix_len(ip)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.real.close()  # type: ignore[attr-defined]
+
+
+def test_a_new_slash24_in_a_known_network_is_not_decoded_again(test_db: Path) -> None:
+    reader = GeoReader(test_db)
+    counting = _CountingReader(reader._reader)
+    reader._reader = counting  # type: ignore[assignment]
+    assert reader.lookup("10.20.1.1").city == "Office"  # 10.20.0.0/16
+    assert reader.lookup("10.20.2.1").city == "Office"  # another /24 of the same network
+    assert reader.lookup("10.20.255.9").city == "Office"
+    assert counting.decoded == 1
+    assert reader.lookup("100.64.0.1").city == "Branch"  # 100.64.0.0/20
+    assert reader.lookup("100.64.15.1").city == "Branch"
+    assert counting.decoded == 2
+    assert reader.lookup("100.64.16.1") == EMPTY_GEO  # just outside it: looked up
+    assert reader.lookup("10.21.0.1") == EMPTY_GEO
+    assert counting.decoded == 4
+    assert reader.lookup("81.2.69.1").city == "London"  # a /25: neither network nor /24 kept
+    assert reader.lookup("81.2.69.2").city == "London"
+    assert counting.decoded == 6
+    assert reader.lookup("2a02:8100::1").city == "Hamburg"  # IPv6: straight to maxminddb
+    assert counting.decoded == 7
+    assert not any(str(key).count(".") == 3 for key in reader._cache)  # no whole addresses
+    assert all(prefix < 1 << length for length, table in reader._networks.items()
+               for prefix in table)  # prefixes, never whole addresses
+    reader.close()
+    assert reader.lookup("2.125.160.1") == EMPTY_GEO  # closed: no answer, no exception
+
+
+def test_known_networks_answer_as_the_database_does(bundled: GeoReader) -> None:
+    """Addresses in runs (neighbouring /24s share networks) and scattered, looked up through
+    the network memo and straight from maxminddb: the same Geo every time."""
+    import random
+    rng = random.Random(5)
+    through_memo = GeoReader(bundled.path)
+    runs = [f"{a}.{b}.{c}.{rng.randint(1, 254)}" for a in rng.sample(range(1, 224), 40)
+            for b in (rng.randint(0, 255),) for c in range(0, 256, 3)]
+    scattered = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(2000)]
+    for ip in runs + scattered:
+        record = bundled._reader.get(ip)
+        expected = geo._from_record(record) if isinstance(record, dict) else EMPTY_GEO
+        assert through_memo.lookup(ip) == expected, ip
+    assert through_memo._networks  # the memo was used

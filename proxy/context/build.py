@@ -18,7 +18,7 @@ from __future__ import annotations
 from proxy.context.device import classify
 from proxy.context.geo import GeoReader, locate
 from proxy.context.identity import VisitorState, advance, read_cookie
-from proxy.context.journey import Journey, interests_for, journey_for, stage_for
+from proxy.context.journey import Journey, journey_for, page_of
 from proxy.context.language import parse_accept_language
 from proxy.context.localtime import local_time
 from proxy.context.model import RequestFacts, VisitorContext
@@ -72,23 +72,24 @@ def build_context(
                           entry_source=source.label, entry_campaign=source.campaign)
         journey = journey_for(path, settings, visitor.stage, visitor.interests)
     else:
-        journey = Journey(stage=stage_for(path, settings),
-                          current_interests=interests_for(path, settings))
+        stage, current = page_of(path, settings)
+        journey = Journey(stage=stage, current_interests=current)
+    # Positional, in field order: keywords cost ~1 µs more here, on every page view.
     return VisitorContext(
-        method=facts.method,
-        scheme=facts.scheme,
-        host=facts.host,
-        path=path,
-        query=facts.query_string[:MAX_QUERY_CHARS],
-        profiling_allowed=not reason,
-        privacy_reason=reason,
-        visitor=visitor,
-        cookie_state=visitor,
-        device=device,
-        geo=geo,
-        source=source,
-        languages=parse_accept_language(facts.accept_language),
-        time=local_time(now, geo.time_zone, settings),
-        journey=journey,
-        signals=signals,
+        facts.method,
+        facts.scheme,
+        facts.host,
+        path,
+        facts.query_string[:MAX_QUERY_CHARS],   # query
+        not reason,                             # profiling_allowed
+        reason,                                 # privacy_reason
+        visitor,
+        visitor,                                # cookie_state
+        device,
+        geo,
+        source,
+        parse_accept_language(facts.accept_language),
+        local_time(now, geo.time_zone, settings),
+        journey,
+        signals,
     )

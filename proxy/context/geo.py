@@ -19,6 +19,12 @@ like analytics tools' "IP anonymisation", and saves the ~16 µs a City record co
 decode (its place names come in eight languages). A miss,
 a private address or a malformed one gives an empty :class:`Geo`; nothing here raises on
 the request path.
+
+A /24 not seen before often lies in a network seen before: most addresses lie in networks
+larger than /24 (a /17 on average in GeoLite2 2015), so those networks are remembered too,
+by prefix (never a whole address), and a new /24 inside one costs one dictionary read per
+prefix length in use (~16) instead of a decode: ~3 in 4 new /24s of
+bench/personalised.lua's traffic (neighbouring /24s), ~1 in 3 of scattered ones.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
+import socket
 from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import suppress
@@ -41,6 +48,7 @@ log = logging.getLogger(__name__)
 BUNDLED_PACKAGE = "_geoip_geolite2"  # the module python-geoip-geolite2 installs
 BUNDLED_FILE = "GeoLite2-City.mmdb"
 CACHE_SIZE = 10_000  # /24 networks, not addresses
+NETWORKS_PER_LENGTH = 1_000  # larger networks remembered, per prefix length (/8 ... /23)
 
 # Lower-case header names, most specific first within each field.
 CDN_HEADERS: Mapping[str, tuple[str, ...]] = {
@@ -55,6 +63,7 @@ CDN_HEADERS: Mapping[str, tuple[str, ...]] = {
 CDN_HEADER_NAMES = frozenset(h for names in CDN_HEADERS.values() for h in names)
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+_OCTETS = frozenset(str(n) for n in range(256))  # what _OCTET matches
 _COUNTRY = re.compile(r"[A-Z]{2}")
 _ZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+\-/]{1,63}")
 _NOT_COUNTRIES = {"XX", "T1", "A1", "A2", "O1", "EU", "AP"}  # unknown, Tor, proxies, blocs
@@ -87,44 +96,81 @@ class GeoReader:
         self.database_type = str(meta.database_type)
         self.build_epoch = int(meta.build_epoch)
         self._cache: OrderedDict[str, Geo] = OrderedDict()
+        # Networks larger than /24: per prefix length, their prefixes (oldest first); and the
+        # same tables as (24 - length, table) pairs, for the lookup
+        self._networks: dict[int, OrderedDict[int, Geo]] = {}
+        self._network_tables: tuple[tuple[int, OrderedDict[int, Geo]], ...] = ()
 
     def lookup(self, ip: str) -> Geo:
         """The location of ``ip``; the empty Geo on a miss or a malformed address."""
         if not ip:
             return EMPTY_GEO
-        key = _ipv4_slash24(ip)
-        if key is not None:
-            cached = self._cache.get(key)
-            if cached is not None:
-                with suppress(KeyError):  # evicted meanwhile by another thread: still valid
-                    self._cache.move_to_end(key)
-                return cached
-        if key is None and ":" not in ip:
-            return EMPTY_GEO  # not a dotted quad; "010.1.1.1" would even be read as octal
+        key, _, last = ip.rpartition(".")  # a dotted quad's /24 ("a.b.c") and last octet
+        cached = self._cache.get(key)
+        if cached is not None and last in _OCTETS:
+            # Keys only come from well-formed addresses, so only the last octet is left to
+            # check (a set lookup, not the whole pattern: this runs on every view).
+            try:  # noqa: SIM105 (not suppress(): a try costs nothing)
+                self._cache.move_to_end(key)
+            except KeyError:  # evicted meanwhile by another thread: still valid
+                pass
+            return cached
+        if _IPV4.fullmatch(ip) is None:
+            if ":" not in ip:
+                return EMPTY_GEO  # not a dotted quad; "010.1.1.1" would even be read as octal
+            found = self._decode(ip)
+            return EMPTY_GEO if found is None else found[0]
+        slash24 = int.from_bytes(socket.inet_aton(ip), "big") >> 8  # a dotted quad: no octal
+        geo = self._known_network(slash24)
+        if geo is None:
+            found = self._decode(ip)
+            if found is None:
+                return EMPTY_GEO
+            geo, prefix_len = found
+            if prefix_len > 24:
+                return geo  # the /24 is split between networks: nothing to share
+            if prefix_len < 24:
+                self._remember_network(slash24, max(prefix_len, 0), geo)
+        self._cache[key] = geo  # the whole /24 lies in this network: same answer
+        if len(self._cache) > CACHE_SIZE:
+            with suppress(KeyError):
+                self._cache.popitem(last=False)
+        return geo
+
+    def _known_network(self, slash24: int) -> Geo | None:
+        """The answer for a known network larger than /24 that holds the /24 (the database's
+        networks do not overlap: the one holding it is its network)."""
+        for shift, table in self._network_tables:  # ~16 lengths: one shift and read each
+            geo = table.get(slash24 >> shift)
+            if geo is not None:
+                return geo
+        return None
+
+    def _remember_network(self, slash24: int, length: int, geo: Geo) -> None:
+        table = self._networks.get(length)
+        if table is None:
+            table = self._networks[length] = OrderedDict()
+            self._network_tables = tuple((24 - n, t) for n, t in sorted(self._networks.items()))
+        if len(table) >= NETWORKS_PER_LENGTH:
+            with suppress(KeyError):  # emptied meanwhile by another thread
+                table.popitem(last=False)
+        table[slash24 >> (24 - length)] = geo
+
+    def _decode(self, ip: str) -> tuple[Geo, int] | None:
+        """``maxminddb``'s record for ``ip`` as a Geo, with its network's prefix length;
+        None when the address or the reader refuses."""
         try:
             record, prefix_len = self._reader.get_with_prefix_len(ip)
         except (ValueError, TypeError):
-            return EMPTY_GEO
+            return None
         try:
             geo = _from_record(record) if isinstance(record, dict) else EMPTY_GEO
         except (AttributeError, TypeError, KeyError):  # a database of another shape
             geo = EMPTY_GEO
-        if key is not None and prefix_len <= 24:
-            self._cache[key] = geo  # the whole /24 lies in this network: same answer
-            if len(self._cache) > CACHE_SIZE:
-                with suppress(KeyError):
-                    self._cache.popitem(last=False)
-        return geo
+        return geo, prefix_len
 
     def close(self) -> None:
         self._reader.close()
-
-
-def _ipv4_slash24(ip: str) -> str | None:
-    """"a.b.c" for a well-formed dotted IPv4 address "a.b.c.d", else None."""
-    if _IPV4.fullmatch(ip) is None:
-        return None
-    return ip[:ip.rfind(".")]
 
 
 def bundled_database() -> Path | None:

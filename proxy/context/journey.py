@@ -13,12 +13,16 @@ cookie small while still letting a new, repeated interest rise to the top.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from contextlib import suppress
 from dataclasses import dataclass
 
 from proxy.context.settings import ContextSettings
 
 Counts = tuple[tuple[str, int], ...]  # (category, count), highest count first
 MAX_COUNT = 65_535  # fits the cookie's 16-bit field
+PAGE_CACHE_SIZE = 4096
+MAX_CACHED_PATH_CHARS = 256  # longer paths are matched every time: bounds the cache's memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +45,45 @@ class Journey:
 
 def stage_for(path: str, settings: ContextSettings) -> str:
     """The furthest configured stage whose patterns match ``path``; "" when none does."""
+    return page_of(path, settings)[0]
+
+
+def interests_for(path: str, settings: ContextSettings) -> tuple[str, ...]:
+    """Every interest category whose patterns match ``path``, in configured order."""
+    return page_of(path, settings)[1]
+
+
+_pages: OrderedDict[str, tuple[ContextSettings, tuple[str, tuple[str, ...]]]] = OrderedDict()
+
+
+def page_of(path: str, settings: ContextSettings) -> tuple[str, tuple[str, ...]]:
+    """(stage, interest categories) of ``path``.
+
+    Memoised per path (FIFO, 4,096 short paths), because a site's views repeat a few
+    pages and every view asks twice (the visitor state, the context); an entry is only
+    reused for the very settings object it was computed with.
+    """
+    hit = _pages.get(path)
+    if hit is not None and hit[0] is settings:
+        return hit[1]
+    found = (_match_stage(path, settings), _match_interests(path, settings))
+    if len(path) <= MAX_CACHED_PATH_CHARS:
+        if len(_pages) >= PAGE_CACHE_SIZE:
+            with suppress(KeyError):  # emptied meanwhile by another thread
+                _pages.popitem(last=False)  # O(1), unlike a dict's next(iter())
+        _pages[path] = (settings, found)
+    return found
+
+
+def _match_stage(path: str, settings: ContextSettings) -> str:
     for rule in reversed(settings.journey_stages):
         if rule.regex.fullmatch(path):
             return rule.name
     return ""
+
+
+def _match_interests(path: str, settings: ContextSettings) -> tuple[str, ...]:
+    return tuple(rule.name for rule in settings.interests if rule.regex.fullmatch(path))
 
 
 def furthest(current: str, new: str, settings: ContextSettings) -> str:
@@ -52,11 +91,6 @@ def furthest(current: str, new: str, settings: ContextSettings) -> str:
     if not new:
         return current
     return new if settings.stage_rank(new) > settings.stage_rank(current) else current
-
-
-def interests_for(path: str, settings: ContextSettings) -> tuple[str, ...]:
-    """Every interest category whose patterns match ``path``, in configured order."""
-    return tuple(rule.name for rule in settings.interests if rule.regex.fullmatch(path))
 
 
 def count_interests(counts: Counts, seen: tuple[str, ...], slots: int) -> Counts:
@@ -86,9 +120,5 @@ def journey_for(
     path: str, settings: ContextSettings, furthest_stage: str, counts: Counts
 ) -> Journey:
     """The :class:`Journey` of a request, from its path and the (already advanced) history."""
-    return Journey(
-        stage=stage_for(path, settings),
-        furthest=furthest_stage,
-        current_interests=interests_for(path, settings),
-        interests=counts,
-    )
+    stage, current = page_of(path, settings)
+    return Journey(stage, furthest_stage, current, counts)  # positional: on every view

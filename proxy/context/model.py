@@ -21,9 +21,15 @@ from proxy.context.localtime import LocalTime
 from proxy.context.signals import SignalSnapshot
 from proxy.context.source import UTM_KEYS, Source
 
-_HEADERS = {b"user-agent": "user_agent", b"referer": "referer",
-            b"accept-language": "accept_language", b"sec-gpc": "sec_gpc", b"dnt": "dnt"}
-_GEO_HEADERS = frozenset(name.encode("latin-1") for name in CDN_HEADER_NAMES)
+_COOKIE, _HOST, _GEO = "cookie", "host", "geo"
+# Every header from_asgi reads, by lower-case name: the RequestFacts field it fills (the
+# first such header wins), or how it is gathered. One dict lookup per header, most of which
+# (Accept, Sec-Fetch-*, X-Forwarded-For, ...) are none of these.
+_WANTED: dict[bytes, str] = {
+    b"user-agent": "user_agent", b"referer": "referer", b"accept-language": "accept_language",
+    b"sec-gpc": "sec_gpc", b"dnt": "dnt", b"cookie": _COOKIE, b"host": _HOST,
+    **{name.encode("latin-1"): _GEO for name in CDN_HEADER_NAMES},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,23 +70,36 @@ class RequestFacts:
         host = ""
         for raw_name, raw_value in scope.get("headers", ()):
             name = raw_name.lower()
-            if name in _HEADERS:
-                found.setdefault(_HEADERS[name], raw_value.decode("latin-1"))
-            elif name == b"cookie":
-                cookies.append(raw_value.decode("latin-1"))  # HTTP/2 may split it
-            elif name == b"host":
-                host = host or raw_value.decode("latin-1")
-            elif name in _GEO_HEADERS:
-                geo.append((name.decode("latin-1"), raw_value.decode("latin-1")))
+            wanted = _WANTED.get(name)
+            if wanted is None:
+                continue
+            value = raw_value.decode("latin-1")
+            if wanted is _COOKIE:
+                cookies.append(value)  # HTTP/2 may split it
+            elif wanted is _HOST:
+                host = host or value
+            elif wanted is _GEO:
+                geo.append((name.decode("latin-1"), value))
+            elif wanted not in found:
+                found[wanted] = value
         if not host and scope.get("server"):
             host = str(scope["server"][0])
-        return cls(
-            client_ip=client_ip, peer_trusted=peer_trusted,
-            method=str(scope.get("method", "GET")),
-            scheme=scheme or str(scope.get("scheme", "http")),
-            host=host.lower(), path=str(scope.get("path", "/")),
-            query_string=bytes(scope.get("query_string", b"")).decode("latin-1"),
-            cookie="; ".join(cookies), geo_headers=tuple(geo), **found,
+        single = found.get
+        return cls(  # positional, in field order: keywords cost ~0.5 µs more on every view
+            client_ip,
+            peer_trusted,
+            str(scope.get("method", "GET")),
+            scheme or str(scope.get("scheme", "http")),
+            host.lower(),
+            str(scope.get("path", "/")),
+            bytes(scope.get("query_string", b"")).decode("latin-1"),
+            single("user_agent", ""),
+            single("referer", ""),
+            single("accept_language", ""),
+            single("sec_gpc", ""),
+            single("dnt", ""),
+            "; ".join(cookies),
+            tuple(geo),
         )
 
 

@@ -80,8 +80,10 @@ def classify_source(referer: str, query_string: str, host: str, table: SourceTab
     if cacheable:
         cache = table.cache
         if len(cache) >= CACHE_SIZE:
-            with suppress(RuntimeError, StopIteration):  # another thread changed it meanwhile
-                cache.pop(next(iter(cache)), None)
+            # popitem, not del cache[next(iter(cache))]: a dict scans the slots freed by
+            # earlier deletions every time (~5 µs per eviction when full), an OrderedDict does not
+            with suppress(KeyError):  # emptied meanwhile by another thread
+                cache.popitem(last=False)
         cache[(referer, query_string, host)] = result
     return result
 

@@ -11,6 +11,7 @@ request path.
 from __future__ import annotations
 
 import tomllib
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -43,15 +44,15 @@ class SourceTable:
     wildcard_hosts: Mapping[str, HostEntry]
     by_name: Mapping[str, str] = field(init=False, default=None)  # type: ignore[assignment]
     # entry name -> class, to classify a bare utm_source such as "facebook"
-    cache: dict = field(init=False, default=None, compare=False, repr=False)  # type: ignore[assignment]
-    # classifications already made with this table (see proxy.context.source)
+    cache: OrderedDict = field(init=False, default=None, compare=False, repr=False)  # type: ignore[assignment]
+    # classifications already made with this table, oldest first (see proxy.context.source)
 
     def __post_init__(self) -> None:
         names: dict[str, str] = {}
         for entry in (*self.wildcard_hosts.values(), *self.hosts.values()):
             names.setdefault(entry.name, entry.cls)
         object.__setattr__(self, "by_name", MappingProxyType(names))
-        object.__setattr__(self, "cache", {})
+        object.__setattr__(self, "cache", OrderedDict())
 
 
 def load_table(
