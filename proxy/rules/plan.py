@@ -118,7 +118,7 @@ def plan(ruleset: RuleSet, context: Any, page: Any, arms: Sequence[Rule] = ()) -
     made = _plan(host, path, candidates, dict(zip(reads, seen, strict=True)).get, arms)
     plans = recent.plans
     if len(plans) >= RECENT_PLANS:
-        del plans[next(iter(plans))]   # the oldest
+        plans.popitem(last=False)   # the oldest
     plans[key] = (tuple(arms), made)
     return made
 

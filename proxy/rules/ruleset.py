@@ -6,6 +6,7 @@ always sees one consistent set.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -27,7 +28,7 @@ class RecentPlans:
 
     def __init__(self) -> None:
         self.reads: dict[tuple[str, str], tuple[str, ...]] = {}   # by host and path
-        self.plans: dict[Any, Any] = {}
+        self.plans: OrderedDict[Any, Any] = OrderedDict()   # O(1) to forget the oldest
 
 
 @dataclass(frozen=True)
