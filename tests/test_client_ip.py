@@ -8,7 +8,8 @@ import random
 import pytest
 
 from proxy import client_ip
-from proxy.client_ip import TrustedNetworks, ipv4_int
+from proxy.client_ip import TrustedNetworks
+from proxy.context.geo import ipv4_int
 
 NETWORKS = [ipaddress.ip_network(n) for n in
             ("10.0.0.0/8", "127.0.0.1/32", "192.168.16.0/20", "::1/128", "2001:db8::/32",

