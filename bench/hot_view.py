@@ -4,9 +4,9 @@ The whole application (``KairosApp``: visitor recognition, context, experiments,
 the edge cache, compiled pages, gzip pieces, the event buffer) is driven in-process with
 the pages, rules and request heads of ``personalised.py`` (100 KB synthetic page, 3 slots,
 7 rules on the full context and an A/B experiment; 300 User-Agents; a new visitor and a new
-/24 network per view). The origin is a stub that answers at once, and ``send`` is a no-op,
-so what is timed is only Kairos's Python; a real Valkey (embedded) takes the events.
-Loopback benchmarks on a shared 2-core machine cannot resolve 50 µs; this can.
+/24 network per view, never repeated). The origin is a stub that answers at once, and
+``send`` is a no-op, so what is timed is only Kairos's Python; a real Valkey (embedded)
+takes the events. Loopback benchmarks on a shared 2-core machine cannot resolve 50 µs; this can.
 
   .venv/bin/python bench/hot_view.py                    # cached views, identity
   .venv/bin/python bench/hot_view.py --encoding gzip    # cached views, gzip pieces
@@ -76,10 +76,12 @@ class StubOrigin:
         pass
 
 
-def scopes(heads: list[bytes]) -> list[dict]:
-    """ASGI scopes of the request heads, each from a new /24 (the geo cache misses)."""
+def scopes(heads: list[bytes], first: int = 0) -> list[dict]:
+    """ASGI scopes of the request heads, each from a new /24 (the geo cache misses),
+    numbered from ``first``: every round gets its own addresses, as every request of
+    personalised.lua does."""
     out = []
-    for n, head in enumerate(heads):
+    for n, head in enumerate(heads, start=first):
         lines = head.decode("latin-1").split("\r\n")
         method, target, _ = lines[0].split(" ")
         headers = [(k.strip().lower().encode(), v.strip().encode("latin-1"))
@@ -112,7 +114,7 @@ async def drive(args: argparse.Namespace, work: Path, store_url: str) -> None:
     rng = random.Random(11)
     heads = personalised.request_heads([path], args.encoding, rng,
                                        personalised.user_agents(rng), [], args.views)
-    requests = scopes(heads)
+    rounds = [scopes(heads, len(heads) * (1 + n)) for n in range(args.rounds)]
     sizes: list[int] = []
 
     async def receive() -> dict:
@@ -123,17 +125,17 @@ async def drive(args: argparse.Namespace, work: Path, store_url: str) -> None:
         if message["type"] == "http.response.body":
             sizes.append(len(message["body"]))
 
-    for scope in requests[:50]:        # cache filled, page compiled, weights loaded
+    for scope in scopes(heads[:50]):   # cache filled, page compiled, weights loaded
         await app(dict(scope), receive, send)
         await asyncio.sleep(0.01)
     profile = cProfile.Profile() if args.profile else None
     best = []
-    for _ in range(args.rounds):
+    for requests in rounds:
         if profile is not None:
             profile.enable()
         start = time.process_time()
         for scope in requests:
-            await app(dict(scope), receive, send)
+            await app(scope, receive, send)
         best.append((time.process_time() - start) / len(requests) * 1e6)
         if profile is not None:
             profile.disable()
