@@ -69,9 +69,8 @@ def render(ruleset: RuleSet, html: str, page: PageRequest, arms: Sequence[Rule] 
                                                   for s in r.slots)):
         return Rendered(decided, None)
     get = getter(page.context)
-    requests = [rewriting.SlotRequest(rule.id, selector, tuple(
-                    _op(c, get) for c in rule.changes if c.selector == selector))
-                for rule in rules for selector in rule.slots]
+    requests = [rewriting.SlotRequest(rule.id, selector, tuple([_op(c, get) for c in changes]))
+                for rule in rules for selector, changes in rule.changes_by_slot]
     if compiled is not None:
         result = compiled.rewrite(requests)   # a cached page: no parse (identical output)
     else:

@@ -146,11 +146,11 @@ def apply(source: str, requests: Sequence[SlotRequest],
         found = (edits_of(request.selector, targets, request.ops) if edits_of is not None
                  else [target_edits(source, target, request.ops) for target in targets])
         for target, edits in zip(targets, found, strict=True):
-            if isinstance(edits, str):
+            if edits.__class__ is str:
                 problems.append(edits)
             elif not edits:
                 continue  # e.g. removing a class the element does not have
-            elif any(overlaps(e, a) for e in edits for a in accepted):
+            elif accepted and _clashes(edits, accepted):
                 problems.append(f"<{target.tag}> overlaps a change made by an earlier rule")
             else:
                 accepted.extend(edits)
@@ -158,6 +158,14 @@ def apply(source: str, requests: Sequence[SlotRequest],
         results.append(SlotResult(request.key, request.selector, len(targets), changed,
                                   tuple(problems)))
     return Rewrite(source, tuple(results), tuple(accepted))
+
+
+def _clashes(edits: Sequence[Edit], accepted: list[Edit]) -> bool:
+    for edit in edits:   # (plain loops: no generator made per element and view)
+        for other in accepted:
+            if overlaps(edit, other):
+                return True
+    return False
 
 
 def target_edits(source: str, target: Target, ops: tuple[Op, ...]) -> list[Edit] | str:

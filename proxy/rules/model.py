@@ -141,16 +141,21 @@ class Rule:
         return f"{self.file}:{self.line}"
 
     slots: tuple[str, ...] = ()  # the selectors it claims, each once, in order (derived)
+    # Derived once, read on every view that applies the rule: each slot with its changes,
+    # and whether what it shows depends on the visitor (audience, local-time schedule, or
+    # a placeholder: then the page must be ``Cache-Control: private``, S6).
+    changes_by_slot: tuple[tuple[str, tuple[Change, ...]], ...] = field(
+        default=(), init=False, repr=False, compare=False)
+    personal: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "slots", tuple(dict.fromkeys(c.selector for c in self.changes)))
-
-    @property
-    def personal(self) -> bool:
-        """Does what it shows depend on the visitor (audience, local-time schedule, or a
-        placeholder)? Then the page must be ``Cache-Control: private`` (S6)."""
-        return (self.audience is not None or self.schedule is not None
-                or any(has_placeholders(c.content) for c in self.changes))
+        slots = tuple(dict.fromkeys(c.selector for c in self.changes))
+        object.__setattr__(self, "slots", slots)
+        object.__setattr__(self, "changes_by_slot", tuple(
+            (slot, tuple(c for c in self.changes if c.selector == slot)) for slot in slots))
+        object.__setattr__(self, "personal", (
+            self.audience is not None or self.schedule is not None
+            or any(has_placeholders(c.content) for c in self.changes)))
 
 
 @dataclass(frozen=True, slots=True)

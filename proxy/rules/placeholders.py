@@ -73,13 +73,16 @@ def parse_attribute(text: Any, attribute: str, field: str) -> Template:
 
 def render(template: Template, get: Callable[[str], Any]) -> str:
     """The template with every placeholder's value escaped (or its default)."""
+    if len(template) == 1 and template[0].__class__ is str:
+        return template[0]   # no placeholder (literal parts are merged at load time)
     out = []
     for part in template:
-        if isinstance(part, str):
+        if part.__class__ is str:
             out.append(part)
             continue
-        value = _format(get(part.name))
-        out.append(htmllib.escape(value) if value else part.default)
+        value = get(part.name)
+        text = value if value.__class__ is str else _format(value)
+        out.append(htmllib.escape(text) if text else part.default)
     return "".join(out)
 
 
