@@ -453,6 +453,7 @@ class _Exchange:
         finally:
             proxy.buffered_pages -= 1
         body = b"".join(chunks)
+        del chunks   # not held twice while the page is rewritten and sent (50 misses at once)
         entry = None
         if proxy.cache is not None and self.keyed is not None:
             entry = proxy.cache.store(*self.keyed, response.status, self.origin, body,
