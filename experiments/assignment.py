@@ -200,22 +200,33 @@ def assign(
     experiment's planned weights. ``slot`` is required for an experiment with a layer (from
     :func:`plan_layers`). ``holdout`` is the global holdout share, 0..1.
     """
-    reason = _exclusion(experiment, visitor_id, facts, now, slot, holdout)
+    reason = exclusion(experiment, visitor_id, facts, now, slot, holdout)
     if reason is not None:
         return NotAssigned(experiment.id, reason)
     if (stored is not None and stored.salt == experiment.salt
             and experiment.arm_index(stored.arm) is not None):
         return Assignment(experiment.id, stored.arm, stored.probability, experiment.salt, True)
-    in_force = experiment.weights if weights is None else check_weights(experiment, weights)
-    index = choose_arm(in_force, _position(f"arm/{experiment.salt}:{visitor_id}"))
-    return Assignment(experiment.id, experiment.arms[index].id, in_force[index],
+    index, probability = drawn_arm(experiment, visitor_id, weights)
+    return Assignment(experiment.id, experiment.arms[index].id, probability,
                       experiment.salt, False)   # positional: keywords cost more here
 
 
-def _exclusion(
+def drawn_arm(experiment: Experiment, visitor_id: str, weights: Sequence[float] | None
+              ) -> tuple[int, float]:
+    """Step 8 without a stored arm: the index of the arm the ``arm/<salt>`` hash falls in
+    under the weights in force, and that arm's weight (its probability)."""
+    in_force = experiment.weights if weights is None else check_weights(experiment, weights)
+    index = choose_arm(in_force, _position(f"arm/{experiment.salt}:{visitor_id}"))
+    return index, in_force[index]
+
+
+def exclusion(
     experiment: Experiment, visitor_id: str, facts: VisitorFacts, now: datetime,
     slot: LayerSlot | None, holdout: float,
 ) -> NotAssignedReason | None:
+    """Steps 1-7: why the visitor does not enter ``experiment``, or None when they do.
+    :func:`assign` without the result objects, for :mod:`proxy.experiment_runtime`, which
+    only wants the pieces (an Assignment per page view costs as much as a hash)."""
     if not visitor_id:
         raise ValueError(f"assign({experiment.id!r}): the visitor id is empty")
     if now.tzinfo is None:
@@ -237,7 +248,10 @@ def _exclusion(
     if not facts.in_audience:
         return NotAssignedReason.NOT_IN_AUDIENCE
     if experiment.layer is None:
-        if _position(f"traffic/{experiment.salt}:{visitor_id}") >= experiment.traffic:
+        # A position is below 1, so at full traffic (the usual case) no hash can exclude:
+        # skipping it halves the hashing of a first visit.
+        if (experiment.traffic < 1.0
+                and _position(f"traffic/{experiment.salt}:{visitor_id}") >= experiment.traffic):
             return NotAssignedReason.OUTSIDE_TRAFFIC
         return None
     if slot is None or slot.layer != experiment.layer:

@@ -18,18 +18,11 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import lru_cache
 from itertools import product
 
-from experiments.assignment import (
-    Assignment,
-    LayerSlot,
-    NotAssigned,
-    StoredAssignment,
-    VisitorFacts,
-    assign,
-)
+from experiments.assignment import LayerSlot, VisitorFacts, drawn_arm, exclusion
 from experiments.model import Experiment, GoalKind
 
 from .context.identity import (
@@ -151,6 +144,24 @@ def decide(
     preview: Mapping[str, str] | None = None,
 ) -> Decisions:
     """Outcomes for the experiments on this page, and the exposures to count."""
+    return Decisions(*decisions(experiments, context, situation.now, situation.weights,
+                                situation.periods, situation.slots, situation.holdout,
+                                in_audience, preview))
+
+
+def decisions(
+    experiments: Sequence[Experiment],
+    context: VisitorContext,
+    now: datetime,
+    weights: Mapping[str, Sequence[float]],
+    periods: Mapping[str, str],
+    slots: Mapping[str, LayerSlot],
+    holdout: float,
+    in_audience: Callable[[Experiment], bool],
+    preview: Mapping[str, str] | None,
+) -> tuple[tuple[Outcome, ...], VisitorState | None, tuple[Exposure | Conversion, ...]]:
+    """:func:`decide`'s outcomes, state and events, from the situation's parts: a page view
+    has no Situation or Decisions to build (each a frozen dataclass, ~1 µs apiece)."""
     state = context.cookie_state
     outcomes: list[Outcome] = []
     events: list[Exposure | Conversion] = []
@@ -169,45 +180,73 @@ def decide(
     # The memberships this view adds, newest last; the state is rebuilt once, at the end.
     joined: dict[str, Membership] = {}
     for experiment in experiments:
-        forced = preview.get(experiment.id) if preview else None
+        experiment_id = experiment.id
+        forced = preview.get(experiment_id) if preview else None
         if forced is not None and experiment.arm_index(forced) is not None:
-            outcomes.append(Outcome(experiment.id, forced, PREVIEW))   # never counted
-            continue
-        member = joined.get(experiment.id) or (
-            state.membership(experiment.id) if state is not None else None)
+            outcomes.append(_outcome(experiment_id, forced, PREVIEW, False, False))
+            continue   # never counted
+        member = joined.get(experiment_id) or (
+            state.membership(experiment_id) if state is not None else None)
         facts = _facts(in_audience(experiment), is_bot, opted_out, consented)
-        result = _assign(experiment, visitor_id, member, situation, facts)
-        if isinstance(result, NotAssigned):
-            outcomes.append(Outcome(experiment.id, None, str(result.reason)))
+        # assign(), in its pieces (tests/test_experiments_speed_equivalence.py holds them
+        # to it): the stored arm is the member's when it was drawn under the current salt.
+        excluded = exclusion(experiment, visitor_id, facts, now, slots.get(experiment_id),
+                             holdout)
+        if excluded is not None:
+            outcomes.append(_outcome(experiment_id, None, str(excluded), False, False))
             continue
+        if (member is not None and member.salt_tag == salt_tag(experiment.salt)
+                and experiment.arm_index(member.arm) is not None):
+            arm, probability, sticky = member.arm, 1.0, True
+        else:
+            index, probability = drawn_arm(experiment, visitor_id, weights.get(experiment_id))
+            arm, sticky = experiment.arms[index].id, False
         counted = False
-        if state is not None and (member is None or member.arm != result.arm
-                                  or not member.exposed):
-            goals = member.goals if member is not None and member.arm == result.arm else ()
+        if state is not None and (member is None or member.arm != arm or not member.exposed):
+            goals = member.goals if member is not None and member.arm == arm else ()
             x = pre_exposure_covariate(state) if len(experiment.goals) < MAX_GOALS else None
-            joined.pop(experiment.id, None)   # an experiment given twice: the last is newest
-            joined[experiment.id] = Membership(experiment.id, result.arm,
-                                               salt_tag(result.salt), True,
-                                               with_covariate(goals, x))
-            day = day or situation.now.date().isoformat()
-            events.append(Exposure(experiment.id, result.arm, day, result.probability,
-                                   situation.periods.get(experiment.id, ""), x))
+            joined.pop(experiment_id, None)   # an experiment given twice: the last is newest
+            joined[experiment_id] = (
+                Membership(experiment_id, arm, salt_tag(experiment.salt), True,
+                           with_covariate(goals, x)) if goals
+                else _first_membership(experiment_id, arm, experiment.salt, x))
+            day = day or _iso_day(now.toordinal())
+            events.append(_exposure(experiment_id, arm, day, probability,
+                                    periods.get(experiment_id, ""), x))
             counted = True
-        outcomes.append(Outcome(experiment.id, result.arm, "", result.sticky, counted))
+        outcomes.append(_outcome(experiment_id, arm, "", sticky, counted))
     if joined and state is not None:
         state = with_memberships(state, tuple(joined.values()))
-    return Decisions(tuple(outcomes), state, tuple(events))
+    return tuple(outcomes), state, tuple(events)
 
 
-def _assign(experiment: Experiment, visitor_id: str, member: Membership | None,
-            situation: Situation, facts: VisitorFacts) -> Assignment | NotAssigned:
-    stored = None
-    if member is not None and member.salt_tag == salt_tag(experiment.salt):
-        stored = StoredAssignment(member.arm, experiment.salt, 1.0)
-    return assign(experiment, visitor_id, facts=facts, now=situation.now, stored=stored,
-                  weights=situation.weights.get(experiment.id),
-                  slot=situation.slots.get(experiment.id),
-                  holdout=situation.holdout)
+# Outcomes, first memberships and exposures are values that many visitors share (a few
+# experiments, arms, reasons, days, covariates 0-100): each is built once and handed out
+# again, as a frozen dataclass costs ~1 µs to build. typed=True keeps 1 and 1.0 (or True)
+# apart, as the values built would differ. Bounded, and none holds anything of a visitor's
+# but an arm and a capped visit count.
+@lru_cache(maxsize=1024, typed=True)
+def _outcome(experiment: str, arm: str | None, reason: str, sticky: bool, counted: bool
+             ) -> Outcome:
+    return Outcome(experiment, arm, reason, sticky, counted)
+
+
+@lru_cache(maxsize=1024, typed=True)
+def _first_membership(experiment: str, arm: str, salt: str, x: float | None) -> Membership:
+    """The membership of a visitor's first exposure to ``experiment`` (no goals yet)."""
+    return Membership(experiment, arm, salt_tag(salt), True, with_covariate((), x))
+
+
+@lru_cache(maxsize=1024, typed=True)
+def _exposure(experiment: str, arm: str, day: str, probability: float, period: str,
+              x: float | None) -> Exposure:
+    return Exposure(experiment, arm, day, probability, period, x)
+
+
+@lru_cache(maxsize=8)
+def _iso_day(ordinal: int) -> str:
+    """``now.date().isoformat()`` by the date's ordinal: a day has one name."""
+    return date.fromordinal(ordinal).isoformat()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -33,12 +33,11 @@ from . import signing
 from .context.identity import Membership, VisitorState, with_membership, without_membership
 from .experiment_runtime import (
     PREVIEW,
-    Decisions,
     GoalHit,
     Outcome,
     Situation,
     convert,
-    decide,
+    decisions,
     with_covariate,
 )
 from .rules import matching
@@ -164,26 +163,27 @@ class Experimentation:
         redirect = None
         if on_page:
             get = getter(context)
-            situation = self._situation_at(datetime.fromtimestamp(now, UTC))
+            current = self._weights()
+            weights, periods = current.weights, current.periods
             segments = {d.id: segment_id(d.id, d.segment_by, get) for d in on_page
                         if d.segment_by}
             if segments:
-                situation = _segment_situation(situation, segments)
+                weights, periods = _segment_weights(weights, periods, segments)
             before = state
             defs = self._defs
-            decided: Decisions = decide(
-                [d.experiment for d in on_page], _with_state(context, state), situation,
-                in_audience=lambda e: _in_audience(defs[e.id], get),
-                preview=self.read_preview(query, now))
-            decided, redirect, arm_rules = self._shown(decided, before)
+            outcomes, state, decided = decisions(
+                [d.experiment for d in on_page], _with_state(context, state),
+                datetime.fromtimestamp(now, UTC), weights, periods, self._slots, self.holdout,
+                lambda e: _in_audience(defs[e.id], get), self.read_preview(query, now))
+            outcomes, state, decided, redirect, arm_rules = self._shown(outcomes, state,
+                                                                        decided, before)
             if holdout or context.privacy_reason == "opted_out":
                 # Only a preview link assigns such a visitor, and their objection (or the
                 # holdout) wins over it: no slot changes (Personalisation) and no redirect.
                 redirect, arm_rules = None, []
-            state, outcomes = decided.state, decided.outcomes
-            events.extend(decided.events)
+            events.extend(decided)
             if segments and state is not None:
-                state = _count_segments(state, decided, segments, situation, events)
+                state = _count_segments(state, decided, segments, periods, events)
         token, selectors = None, ()
         if state is not None and not is_bot and not state.opted_out:
             selectors, needs_script = self._script_goals(state)
@@ -192,27 +192,37 @@ class Experimentation:
         return PageExperiments(outcomes, tuple(arm_rules), redirect, state, tuple(events),
                                holdout, token, selectors)
 
-    def _shown(self, decided: Decisions, before: VisitorState | None
-               ) -> tuple[Decisions, str | None, list[Rule]]:
+    def _shown(self, outcomes: tuple[Outcome, ...], state: VisitorState | None,
+               events: tuple[Exposure | Conversion, ...], before: VisitorState | None
+               ) -> tuple[tuple[Outcome, ...], VisitorState | None,
+                          tuple[Exposure | Conversion, ...], str | None, list[Rule]]:
         """What the visitor will really see, and only that counted. The first redirect arm
         (in file order) wins the whole page: no other arm is shown, so none is counted. An
         arm whose slot an earlier experiment's arm already changes is not shown either
-        (experiments that share a slot belong in one layer; ``kairos rules check`` says so)."""
-        assigned: list[Outcome] = []
+        (experiments that share a slot belong in one layer; ``kairos rules check`` says so).
+        """
+        if len(outcomes) == 1:   # the usual page: one experiment, nothing it can clash with
+            only = outcomes[0]
+            if only.arm is None:
+                return outcomes, state, events, None, []
+            target, rule = self._arms[only.experiment, only.arm]
+            shown = [rule] if rule is not None and target is None else []
+            return outcomes, state, events, target, shown
+        assigned: list[int] = []   # indexes: outcomes are shared values, not identities
         arms: list[tuple[Outcome, str | None, Rule | None]] = []
-        leader: Outcome | None = None   # the first redirect arm
+        leader = -1   # the first redirect arm
         redirect: str | None = None
-        for o in decided.outcomes:
+        for i, o in enumerate(outcomes):
             if o.arm is not None:
                 target, rule = self._arms[o.experiment, o.arm]
-                assigned.append(o)
+                assigned.append(i)
                 arms.append((o, target, rule))
-                if leader is None and target is not None:
-                    leader, redirect = o, target
+                if leader < 0 and target is not None:
+                    leader, redirect = i, target
         rules: list[Rule] = []
         dropped: dict[str, str] = {}
-        if leader is not None:
-            dropped = {o.experiment: "redirected" for o in assigned if o is not leader}
+        if leader >= 0:
+            dropped = {outcomes[i].experiment: "redirected" for i in assigned if i != leader}
         else:
             claimed: set[str] = set()
             for outcome, _, rule in arms:
@@ -226,15 +236,14 @@ class Experimentation:
                 if rule is not None:
                     rules.append(rule)
         if not dropped:
-            return decided, redirect, rules
-        state = decided.state
+            return outcomes, state, events, redirect, rules
         for experiment in dropped:
             if state is not None:
                 state = _restore(state, before, experiment)
         outcomes = tuple(Outcome(o.experiment, None, dropped[o.experiment])
-                         if o.experiment in dropped else o for o in decided.outcomes)
-        events = tuple(e for e in decided.events if e.experiment not in dropped)
-        return Decisions(outcomes, state, events), redirect, rules
+                         if o.experiment in dropped else o for o in outcomes)
+        events = tuple(e for e in events if e.experiment not in dropped)
+        return outcomes, state, events, redirect, rules
 
     def in_holdout(self, visitor_id: str) -> bool:
         return self.holdout > 0.0 and bucket(f"holdout/{HOLDOUT_SALT}", visitor_id) < \
@@ -407,27 +416,31 @@ def _script_goals_of(experiment: Experiment) -> tuple[tuple[str, ...], bool]:
     return clicks, any(g.kind in SCRIPT_KINDS for g in experiment.goals)
 
 
-def _segment_situation(situation: Situation, segments: Mapping[str, str]) -> Situation:
-    """The situation with each optimised rule's weights replaced by its segment's, where
-    the bandit has published some (else the rule's global weights, else the planned)."""
-    weights, periods = dict(situation.weights), dict(situation.periods)
+def _segment_weights(weights: Mapping[str, Sequence[float]], periods: Mapping[str, str],
+                     segments: Mapping[str, str]
+                     ) -> tuple[Mapping[str, Sequence[float]], Mapping[str, str]]:
+    """The weights (and their periods) with each optimised rule's replaced by its segment's,
+    where the bandit has published some (else the rule's global weights, else the
+    planned)."""
+    weights_in_force, periods_in_force = dict(weights), dict(periods)
     for experiment, segment in segments.items():
-        if segment in situation.weights:
-            weights[experiment] = situation.weights[segment]
-            periods[experiment] = situation.periods.get(segment, "")
-    return Situation(situation.now, weights, periods, situation.slots, situation.holdout)
+        if segment in weights:
+            weights_in_force[experiment] = weights[segment]
+            periods_in_force[experiment] = periods.get(segment, "")
+    return weights_in_force, periods_in_force
 
 
-def _count_segments(state: VisitorState, decided: Decisions, segments: Mapping[str, str],
-                    situation: Situation, events: list[Exposure | Conversion]) -> VisitorState:
+def _count_segments(state: VisitorState, decided: tuple[Exposure | Conversion, ...],
+                    segments: Mapping[str, str], periods: Mapping[str, str],
+                    events: list[Exposure | Conversion]) -> VisitorState:
     """An exposure counted for an optimised rule is also counted for its segment, and the
     cookie remembers the segment membership so later conversions are counted there too."""
-    for event in decided.events:
+    for event in decided:
         segment = segments.get(event.experiment) if isinstance(event, Exposure) else None
         if segment is None:
             continue
         events.append(Exposure(segment, event.arm, event.day, event.probability,
-                               situation.periods.get(event.experiment, ""),
+                               periods.get(event.experiment, ""),
                                covariate=event.covariate))
         member = state.membership(event.experiment)
         if member is not None:   # the segment remembers the covariate too (CUPED)

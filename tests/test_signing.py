@@ -83,3 +83,18 @@ def test_verify_refuses_other_purposes_forgeries_and_expired_tokens() -> None:
     assert signing.verify((SECRET,), "beacon", token + ".x", 1_999) == "malformed"
     with pytest.raises(ValueError, match="may not contain"):
         signing.sign(SECRET, "beacon", ("a|b",), 2_000)
+
+
+@pytest.mark.parametrize("fields", [("a|b",), ("|",), ("", "|x"), ("a", "b", "c|"), ("|", "|")])
+def test_a_separator_in_any_field_is_refused(fields: tuple[str, ...]) -> None:
+    # Wherever it stands, a separator inside a field would shift every field after it.
+    with pytest.raises(ValueError, match="may not contain"):
+        signing.sign(SECRET, "beacon", fields, 2_000)
+
+
+@pytest.mark.parametrize("fields", [(), ("",), ("", ""), ("a", "", "b")])
+def test_empty_and_no_fields_are_signed_as_the_reference_signs_them(
+        fields: tuple[str, ...]) -> None:
+    token = signing.sign(SECRET, "preview", fields, 2_000)
+    assert token == reference_sign(SECRET, "preview", fields, 2_000)
+    assert signing.verify((SECRET,), "preview", token, 1_999) == fields

@@ -37,7 +37,6 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
-from operator import attrgetter
 
 from proxy.context.journey import Counts, count_interests, furthest, interests_for, stage_for
 from proxy.context.settings import ContextSettings
@@ -52,7 +51,9 @@ _HEAD = struct.Struct(">BB16sIIIIIH")
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _LIMITS = {"landing_page": 200, "stage": 40, "entry_source": 40, "entry_campaign": 64}
-_TEXTS = attrgetter(*_LIMITS)   # the four strings, in cookie order
+_LANDING_LIMIT, _STAGE_LIMIT, _SOURCE_LIMIT, _CAMPAIGN_LIMIT = _LIMITS.values()
+# A length prefix (u8) by indexing rather than struct.pack: a method call per string saved.
+_LENGTH_BYTE = tuple(bytes((n,)) for n in range(256))
 # Experiment, arm and goal names are at most 64 characters (experiments.model); clipping one
 # would make it miss its experiment, and the visitor would be counted on every page.
 _MEMBER_NAME_LIMIT = 64
@@ -257,18 +258,20 @@ def opt_out(now: float) -> VisitorState:
 
 def encode(state: VisitorState, secret: str | bytes) -> str:
     """The cookie value for ``state``, signed with ``secret``."""
-    parts = [_head(state)]
-    for text, limit in zip(_TEXTS(state), _LIMITS.values(), strict=True):
-        parts.append(_packed(text, limit))
+    # The four strings in _LIMITS order, written out: zip() over an attrgetter's tuple cost
+    # ~10% of an encode.
+    parts = [_head(state), _packed(state.landing_page, _LANDING_LIMIT),
+             _packed(state.stage, _STAGE_LIMIT), _packed(state.entry_source, _SOURCE_LIMIT),
+             _packed(state.entry_campaign, _CAMPAIGN_LIMIT)]
     interests = state.interests[:255]
-    parts.append(_U8.pack(len(interests)))
+    parts.append(_LENGTH_BYTE[len(interests)])
     for name, count in interests:
         parts.append(_packed(name, _NAME_LIMIT))
         parts.append(_u16(count))
     if state.experiments:
         parts.append(_pack_memberships(state.experiments[-MAX_MEMBERSHIPS:]))
     payload = b"".join(parts)
-    return b64(payload + _tag(_key(secret), payload))
+    return b64(payload + _signer(secret).digest(payload)[:TAG_BYTES])
 
 
 def _head(state: VisitorState) -> bytes:
@@ -355,13 +358,16 @@ def _parse(payload: bytes) -> VisitorState | None:
 
 
 def _pack_memberships(members: tuple[Membership, ...]) -> bytes:
-    parts = [_U8.pack(len(members))]
+    parts = [_LENGTH_BYTE[len(members)]]
+    append = parts.append
     for m in members:
         goals = m.goals[:MAX_GOALS]
-        parts += [_packed_name(m.experiment), _packed_name(m.arm),
-                  _MEMBER.pack(m.salt_tag & 0xFFFFFFFF, 1 if m.exposed else 0, len(goals))]
+        append(_packed_name(m.experiment))
+        append(_packed_name(m.arm))
+        append(_MEMBER.pack(m.salt_tag & 0xFFFFFFFF, 1 if m.exposed else 0, len(goals)))
         for goal, total in goals:
-            parts += [_packed_name(goal), _F64.pack(total)]
+            append(_packed_name(goal))
+            append(_F64.pack(total))
     return b"".join(parts)
 
 
@@ -406,7 +412,7 @@ def _packed(text: str, limit: int) -> bytes:
         return _pack_str(_clip_to(text, limit))
     if len(data) > limit:
         data = data[:limit].decode("utf-8", "ignore").encode("utf-8")
-    return _U8.pack(len(data)) + data
+    return _LENGTH_BYTE[len(data)] + data
 
 
 @lru_cache(maxsize=512)
@@ -452,6 +458,13 @@ def _key(secret: str | bytes) -> bytes:
 def _mac(key: bytes) -> PrefixedMac:
     """Keyed once per secret: every page view signs a cookie."""
     return PrefixedMac(key, _TAG_PREFIX)
+
+
+@lru_cache(maxsize=16)
+def _signer(secret: str | bytes) -> PrefixedMac:
+    """:func:`_mac` by the secret as configured: encoding the secret and hashing the bytes
+    again on every page view cost more than this lookup (the str's hash is cached)."""
+    return _mac(_key(secret))
 
 
 def _tag(key: bytes, payload: bytes) -> bytes:
