@@ -302,15 +302,17 @@ def _from_record(record: dict[str, Any]) -> Geo:
     country = record.get("country") or record.get("registered_country") or _NONE
     subdivisions = record.get("subdivisions")
     region = subdivisions[0] if isinstance(subdivisions, list) and subdivisions else _NONE
+    # Positional, in field order (country, country_name, region, region_name, city,
+    # continent, time_zone, source): keywords cost ~1 µs more on every decode.
     return Geo(
-        country=country.get("iso_code") or "",
-        country_name=(country.get("names") or _NONE).get("en") or "",
-        region=region.get("iso_code") or "",
-        region_name=(region.get("names") or _NONE).get("en") or "",
-        city=((record.get("city") or _NONE).get("names") or _NONE).get("en") or "",
-        continent=(record.get("continent") or _NONE).get("code") or "",
-        time_zone=(record.get("location") or _NONE).get("time_zone") or "",
-        source="database",
+        country.get("iso_code") or "",
+        (country.get("names") or _NONE).get("en") or "",
+        region.get("iso_code") or "",
+        (region.get("names") or _NONE).get("en") or "",
+        ((record.get("city") or _NONE).get("names") or _NONE).get("en") or "",
+        (record.get("continent") or _NONE).get("code") or "",
+        (record.get("location") or _NONE).get("time_zone") or "",
+        "database",
     )
 
 

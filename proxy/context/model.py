@@ -21,13 +21,14 @@ from proxy.context.localtime import LocalTime
 from proxy.context.signals import SignalSnapshot
 from proxy.context.source import UTM_KEYS, Source
 
-_COOKIE, _HOST, _GEO = "cookie", "host", "geo"
-# Every header from_asgi reads, by lower-case name: the RequestFacts field it fills (the
-# first such header wins), or how it is gathered. One dict lookup per header, most of which
-# (Accept, Sec-Fetch-*, X-Forwarded-For, ...) are none of these.
-_WANTED: dict[bytes, str] = {
-    b"user-agent": "user_agent", b"referer": "referer", b"accept-language": "accept_language",
-    b"sec-gpc": "sec_gpc", b"dnt": "dnt", b"cookie": _COOKIE, b"host": _HOST,
+# Every header from_asgi reads, by lower-case name: the index of the RequestFacts field it
+# fills in order (the first such header wins), or how it is gathered. One dict lookup per
+# header, most of which (Accept, Sec-Fetch-*, X-Forwarded-For, ...) are none of these.
+_USER_AGENT, _REFERER, _ACCEPT_LANGUAGE, _SEC_GPC, _DNT = range(5)
+_COOKIE, _HOST, _GEO = 5, 6, 7
+_WANTED: dict[bytes, int] = {
+    b"user-agent": _USER_AGENT, b"referer": _REFERER, b"accept-language": _ACCEPT_LANGUAGE,
+    b"sec-gpc": _SEC_GPC, b"dnt": _DNT, b"cookie": _COOKIE, b"host": _HOST,
     **{name.encode("latin-1"): _GEO for name in CDN_HEADER_NAMES},
 }
 
@@ -64,27 +65,33 @@ class RequestFacts:
     ) -> RequestFacts:
         """Pick the needed headers out of an HTTP scope in one pass. ``scheme`` overrides
         the scope's when the proxy resolved X-Forwarded-Proto from a trusted peer."""
-        found: dict[str, str] = {}
+        # ASGI servers give lower-case names: only a name with an upper-case letter, which
+        # a hand-made scope may have, is lowered (~0.5 µs a view less than lowering all)
+        single: list[str | None] = [None, None, None, None, None]
         cookies: list[str] = []
         geo: list[tuple[str, str]] = []
         host = ""
+        wanted_of = _WANTED.get
         for raw_name, raw_value in scope.get("headers", ()):
-            name = raw_name.lower()
-            wanted = _WANTED.get(name)
+            wanted = wanted_of(raw_name)
             if wanted is None:
-                continue
-            value = raw_value.decode("latin-1")
-            if wanted is _COOKIE:
-                cookies.append(value)  # HTTP/2 may split it
-            elif wanted is _HOST:
-                host = host or value
-            elif wanted is _GEO:
-                geo.append((name.decode("latin-1"), value))
-            elif wanted not in found:
-                found[wanted] = value
+                if raw_name.islower():
+                    continue
+                wanted = wanted_of(raw_name.lower())
+                if wanted is None:
+                    continue
+            if wanted < _COOKIE:
+                if single[wanted] is None:
+                    single[wanted] = raw_value.decode("latin-1")
+            elif wanted == _COOKIE:
+                cookies.append(raw_value.decode("latin-1"))  # HTTP/2 may split it
+            elif wanted == _HOST:
+                host = host or raw_value.decode("latin-1")
+            else:
+                geo.append((raw_name.lower().decode("latin-1"), raw_value.decode("latin-1")))
         if not host and scope.get("server"):
             host = str(scope["server"][0])
-        single = found.get
+        user_agent, referer, accept_language, sec_gpc, dnt = single
         return cls(  # positional, in field order: keywords cost ~0.5 µs more on every view
             client_ip,
             peer_trusted,
@@ -93,11 +100,11 @@ class RequestFacts:
             host.lower(),
             str(scope.get("path", "/")),
             bytes(scope.get("query_string", b"")).decode("latin-1"),
-            single("user_agent", ""),
-            single("referer", ""),
-            single("accept_language", ""),
-            single("sec_gpc", ""),
-            single("dnt", ""),
+            "" if user_agent is None else user_agent,
+            "" if referer is None else referer,
+            "" if accept_language is None else accept_language,
+            "" if sec_gpc is None else sec_gpc,
+            "" if dnt is None else dnt,
             "; ".join(cookies),
             tuple(geo),
         )
