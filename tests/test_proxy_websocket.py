@@ -26,6 +26,8 @@ async def _origin_handler(ws: ServerConnection) -> None:
         "cookie": request.headers.get("Cookie"),
         "subprotocol": ws.subprotocol,
         "forwarded_for": request.headers.get("X-Forwarded-For"),
+        "forwarded_proto": request.headers.get_all("X-Forwarded-Proto"),
+        "keys": len(request.headers.get_all("Sec-WebSocket-Key")),
     }))
     async for message in ws:
         await ws.send(message)
@@ -37,8 +39,7 @@ def _process_request(connection: ServerConnection, request: object) -> object:
     return None
 
 
-@pytest.fixture(scope="module")
-def ws_kairos(valkey: object) -> Iterator[RunningKairos]:
+def _origin_and_kairos(valkey: object, **overrides: object) -> Iterator[RunningKairos]:
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     holder: dict[str, object] = {}
@@ -56,12 +57,22 @@ def ws_kairos(valkey: object) -> Iterator[RunningKairos]:
     thread.start()
     ready.wait(5)
     running = start_kairos(f"http://127.0.0.1:{holder['port']}",
-                           valkey.connection_url)  # type: ignore[attr-defined]
+                           valkey.connection_url, **overrides)  # type: ignore[attr-defined]
     yield running
     running.stop()
     loop.call_soon_threadsafe(holder["server"].close)  # type: ignore[attr-defined]
     thread.join(5)
     loop.close()
+
+
+@pytest.fixture(scope="module")
+def ws_kairos(valkey: object) -> Iterator[RunningKairos]:
+    yield from _origin_and_kairos(valkey)
+
+
+@pytest.fixture(scope="module")
+def ws_kairos_behind_proxy(valkey: object) -> Iterator[RunningKairos]:
+    yield from _origin_and_kairos(valkey, **{"server.trusted_proxies": ["127.0.0.1/32"]})
 
 
 def test_p27_websocket_relays_path_query_subprotocol_cookies(ws_kairos: RunningKairos) -> None:
@@ -79,6 +90,7 @@ def test_p27_websocket_relays_path_query_subprotocol_cookies(ws_kairos: RunningK
     assert hello["cookie"] == "session=abc"
     assert hello["subprotocol"] == "chat.v1"
     assert hello["forwarded_for"] == "127.0.0.1"
+    assert hello["keys"] == 1   # the visitor's handshake fields are not sent on as well
     assert subprotocol == "chat.v1"
     assert echoed == "ping ✓"
 
@@ -123,3 +135,22 @@ def test_p27_origin_refusal_status_is_relayed_not_replaced(ws_kairos: RunningKai
     with pytest.raises(InvalidStatus) as info:
         asyncio.run(scenario())
     assert info.value.response.status_code == 400
+
+
+def test_p27_a_trusted_proxys_forwarding_fields_count_whatever_their_case(
+        ws_kairos_behind_proxy: RunningKairos) -> None:
+    """A load balancer's ``X-Forwarded-*`` fields, spelled as clients spell them, are read
+    on the WebSocket path too (the handshake's names reach it lower-cased by uvicorn's
+    websockets-sansio protocol, which ``kairos serve`` runs), and the visitor's handshake
+    fields are not sent on beside the ones the upstream client writes."""
+    async def scenario() -> dict:
+        async with connect(f"ws://127.0.0.1:{ws_kairos_behind_proxy.port}/ws/chat",
+                           subprotocols=["chat.v1"],  # type: ignore[list-item]
+                           additional_headers={"X-Forwarded-For": "203.0.113.9",
+                                               "X-Forwarded-Proto": "https"}) as ws:
+            return json.loads(await ws.recv())  # type: ignore[no-any-return]
+
+    hello = asyncio.run(scenario())
+    assert hello["forwarded_for"] == "203.0.113.9, 127.0.0.1"
+    assert hello["forwarded_proto"] == ["https"]   # one, from the trusted proxy
+    assert hello["keys"] == 1
