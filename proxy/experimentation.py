@@ -171,19 +171,19 @@ class Experimentation:
                 weights, periods = _segment_weights(weights, periods, segments)
             before = state
             defs = self._defs
-            outcomes, state, decided = decisions(
+            outcomes, state, page_events = decisions(
                 [d.experiment for d in on_page], _with_state(context, state),
                 datetime.fromtimestamp(now, UTC), weights, periods, self._slots, self.holdout,
                 lambda e: _in_audience(defs[e.id], get), self.read_preview(query, now))
-            outcomes, state, decided, redirect, arm_rules = self._shown(outcomes, state,
-                                                                        decided, before)
+            outcomes, state, page_events, redirect, arm_rules = self._shown(
+                outcomes, state, page_events, before)
             if holdout or context.privacy_reason == "opted_out":
                 # Only a preview link assigns such a visitor, and their objection (or the
                 # holdout) wins over it: no slot changes (Personalisation) and no redirect.
                 redirect, arm_rules = None, []
-            events.extend(decided)
+            events.extend(page_events)
             if segments and state is not None:
-                state = _count_segments(state, decided, segments, periods, events)
+                state = _count_segments(state, page_events, segments, periods, events)
         token, selectors = None, ()
         if state is not None and not is_bot and not state.opted_out:
             selectors, needs_script = self._script_goals(state)
@@ -430,12 +430,12 @@ def _segment_weights(weights: Mapping[str, Sequence[float]], periods: Mapping[st
     return weights_in_force, periods_in_force
 
 
-def _count_segments(state: VisitorState, decided: tuple[Exposure | Conversion, ...],
+def _count_segments(state: VisitorState, counted: tuple[Exposure | Conversion, ...],
                     segments: Mapping[str, str], periods: Mapping[str, str],
                     events: list[Exposure | Conversion]) -> VisitorState:
     """An exposure counted for an optimised rule is also counted for its segment, and the
     cookie remembers the segment membership so later conversions are counted there too."""
-    for event in decided:
+    for event in counted:
         segment = segments.get(event.experiment) if isinstance(event, Exposure) else None
         if segment is None:
             continue
