@@ -126,11 +126,6 @@ def _strip_port(entry: str) -> str:
     return entry
 
 
-def _is_ip(text: str) -> bool:
-    """Whether ``text`` is an IPv4 or IPv6 address; dotted quads without ``ipaddress``."""
-    return ipv4_int(text) is not None or _parses_as_ip(text)
-
-
 @lru_cache(maxsize=4096)
 def _parses_as_ip(text: str) -> bool:
     try:

@@ -35,7 +35,6 @@ from .experiment_runtime import (
     PREVIEW,
     GoalHit,
     Outcome,
-    Situation,
     convert,
     decisions,
     with_covariate,
@@ -132,14 +131,6 @@ class Experimentation:
 
     def has_experiments(self) -> bool:
         return bool(self._refresh().experiments)
-
-    def situation(self, now: datetime) -> Situation:
-        self._refresh()
-        return self._situation_at(now)
-
-    def _situation_at(self, now: datetime) -> Situation:
-        current = self._weights()
-        return Situation(now, current.weights, current.periods, self._slots, self.holdout)
 
     # -- a page view --------------------------------------------------------------------
 
