@@ -35,6 +35,12 @@ class PageRequest:
     experiments: object = None   # proxy.experimentation.PageExperiments of this page view
     compiled: object = None      # a cached page's proxy.rules.compiled.CompiledPage
 
+    def with_compiled(self, compiled: object) -> PageRequest:
+        """This request for a cached page's compiled form. Positional, not
+        dataclasses.replace: ~2.8 µs against ~7.7 on every cached view."""
+        return PageRequest(self.method, self.host, self.path, self.query, self.headers,
+                           self.context, self.experiments, compiled)
+
 
 class PageEdit:
     """A transform's change to a page: its new text (``html``), or the ``splices`` on the

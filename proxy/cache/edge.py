@@ -74,12 +74,10 @@ class CacheEntry:
         return 200
 
     def matches(self, request_headers: RawHeaders) -> bool:
-        names = tuple(name for name, _ in self.vary)
-        return (keys.vary_key(names, request_headers) == self.vary
-                and keys.coding_acceptable(self.coding, request_headers))
+        return keys.matches(self.vary, self.coding, request_headers)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lookup:
     state: CacheState
     entry: CacheEntry | None = None

@@ -269,10 +269,20 @@ def request_wants_validation(request_headers: RawHeaders, age: float) -> bool:
     no-cache`` from HTTP/1.0 clients, or ``max-age`` smaller than the stored page's age.
     Honoured with a conditional request, which costs the origin no more than no cache would.
     Other request directives (max-stale, min-fresh, only-if-cached) are ignored."""
-    cc = cache_control(request_headers)
+    # One pass for both fields (cache_control() and a Pragma scan took two on every hit).
+    lines: list[tuple[bytes, bytes]] = []
+    pragma_no_cache = False
+    for name, value in request_headers:
+        lname = name if name.islower() else name.lower()
+        if lname == b"cache-control":
+            lines.append((lname, value))
+        elif lname == b"pragma" and b"no-cache" in value.lower():
+            pragma_no_cache = True
+    if not lines:
+        return pragma_no_cache   # Pragma counts only without Cache-Control (RFC 9111 §5.4)
+    cc = cache_control(lines)
     if b"no-cache" in cc:
         return True
-    if not cc and any(n.lower() == b"pragma" and b"no-cache" in v.lower()
-                      for n, v in request_headers):
-        return True
+    if not cc:
+        return pragma_no_cache
     return b"max-age" in cc and age > _delta(cc[b"max-age"])
