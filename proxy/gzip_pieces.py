@@ -27,6 +27,8 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .byte_splice import in_order
+
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"   # deflate, no name, no mtime
 FINAL_EMPTY_BLOCK = b"\x03\x00"   # BFINAL, fixed Huffman, end of block
 MIN_GAP = 4096   # changeable regions closer than this share one piece
@@ -96,7 +98,7 @@ def gzip_view(pieces: Pieces, edits: Sequence[Edit], new_raw: bytes,
         touched.update(range(first, min(last, last_piece) + 1))
     out = [GZIP_HEADER]
     k, count = 0, len(pieces.blobs)
-    ordered = sorted(edits, key=lambda e: (e[0], e[1] != e[0]))
+    ordered = in_order(edits)
     while k < count:
         if k not in touched:
             out.append(pieces.blobs[k])

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import charset, codings
-from .byte_splice import ByteMap
+from .byte_splice import ByteMap, in_order
 from .gzip_pieces import Pieces, gzip_view
-from .headers import RawHeaders, first, has_token, make_private, without
+from .headers import RawHeaders, first, has_token, make_private
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,10 @@ class PageEdit:
     def leaves(self, html: str) -> bool:
         """Is ``html`` (the page this edit was made on) unchanged by it?"""
         if self._html is None and self.source is html and self.splices is not None:
-            return all(html[start:end] == text for start, end, text in self.splices)
+            for start, end, text in self.splices:  # noqa: SIM110 (no generator per view)
+                if html[start:end] != text:
+                    return False
+            return True
         return self.html == html
 
 
@@ -102,6 +105,7 @@ class PageTransform(Protocol):
 # Representation metadata of the old body that would lie about the new one (P16).
 _STALE_WITH_BODY = (b"content-length", b"content-md5", b"digest", b"content-digest",
                     b"repr-digest", b"content-range", b"etag")
+_STALE = frozenset(_STALE_WITH_BODY)
 
 
 def may_rewrite(status: int, headers: RawHeaders, wire_limit: int) -> bool:
@@ -161,36 +165,48 @@ def rewrite(
     Raises ``codings.DecodeError`` / ``codings.TooLarge`` / ``UnicodeError`` for pages it
     cannot handle; the caller counts them and serves the original (F5).
     """
-    encoding = (first(headers, b"content-encoding") or b"identity").strip().lower()
+    coding = first(headers, b"content-encoding")
+    encoding = (coding or b"identity").strip().lower()
     if decoded is None:
         decoded = decode_page(wire_body, headers, decoded_limit)
     html = decoded.html
     edit = transform.apply(html, page)
     if edit is None or edit.leaves(html):
         return None
-    raw = decoded.raw
-    if decoded.bytes_map is not None and edit.splices is not None:
-        new_raw = decoded.bytes_map.splice(edit.splices)   # only the edits are encoded
+    splices = edit.splices
+    pieces = (decoded.pieces if splices is not None and encoding in (b"gzip", b"x-gzip")
+              else None)
+    if pieces is not None:
+        splices = in_order(splices)   # once, for the bytes and the pieces
+    if decoded.bytes_map is not None and splices is not None:
+        new_raw = decoded.bytes_map.splice(splices)   # only the edits are encoded
     else:
-        new_raw = raw[:decoded.bom] + edit.html.encode(decoded.codec,
-                                                       errors="xmlcharrefreplace")
-    if decoded.pieces is not None and edit.splices is not None and encoding in (b"gzip",
-                                                                                b"x-gzip"):
-        body = gzip_view(decoded.pieces, edit.splices, new_raw)   # only the slots deflated
+        new_raw = decoded.raw[:decoded.bom] + edit.html.encode(decoded.codec,
+                                                               errors="xmlcharrefreplace")
+    if pieces is not None:
+        body = gzip_view(pieces, splices, new_raw)   # only the slots deflated
     else:
         body = codings.encode(new_raw, encoding)
-    return Rewritten(headers=_fixed_headers(headers, body, edit), body=body)
+    return Rewritten(headers=_fixed_headers(headers, body, edit, coding), body=body)
 
 
-def _fixed_headers(headers: RawHeaders, body: bytes, edit: PageEdit) -> RawHeaders:
-    etag = first(headers, b"etag")
-    out = without(headers, *_STALE_WITH_BODY)
+def _fixed_headers(headers: RawHeaders, body: bytes, edit: PageEdit,
+                   coding: bytes | None) -> RawHeaders:
+    """``coding``: the response's Content-Encoding value, if any."""
+    etag = None
+    out: RawHeaders = []
+    for name, value in headers:   # (one pass: the ETag and the fields that stay)
+        if name in _STALE:
+            if etag is None and name == b"etag":
+                etag = value
+            continue
+        out.append((name, value))
     out.append((b"content-length", str(len(body)).encode()))
     if etag:
         out.append((b"etag", _weak_etag(etag, edit.variant)))
     if edit.personalised:
         out = make_private(out)
-    if first(headers, b"content-encoding") and not has_token(out, b"vary", b"accept-encoding"):
+    if coding and not has_token(out, b"vary", b"accept-encoding"):
         out.append((b"vary", b"Accept-Encoding"))
     return out
 

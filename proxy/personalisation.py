@@ -17,8 +17,9 @@ from typing import Any
 from . import goals_script
 from .experimentation import NOTHING, PageExperiments
 from .page import PageEdit, PageRequest
-from .rules import RuleLibrary, RulesTransform, plan, render
+from .rules import RuleLibrary, RulesTransform, plan
 from .rules.compiled import CompiledPage, compile_page, slots_of
+from .rules.engine import render_edit
 
 
 class Personalisation:
@@ -36,9 +37,8 @@ class Personalisation:
         decided = _experiments(page)
         edit = None
         if not _objected(page) and not decided.holdout:
-            edit = render(self.library.ruleset, html, page, decided.arm_rules).edit
-            if edit is not None and decided.arm_rules:
-                edit = edit.replace(personalised=True)   # the arm depends on the visitor
+            # (with arms, the edit is personalised: the arm depends on the visitor)
+            edit = render_edit(self.library.ruleset, html, page, decided.arm_rules)
         if decided.script is None:
             return edit
         variant = (lambda: f"{edit.variant};goals") if edit is not None else "goals"
@@ -46,8 +46,7 @@ class Personalisation:
         found = goals_script.insertion(html, self.script_src, self.event_url, decided.script,
                                        decided.click_selectors,
                                        remember=page.compiled is not None)
-        if found is not None and splices is not None and not any(
-                start < found[0] < end for start, end, _ in splices):
+        if found is not None and splices is not None and _outside(found[0], splices):
             # One more splice on the origin's text: the stored gzip pieces still apply.
             at, snippet = found
             every = (*splices, (at, at, snippet))
@@ -82,6 +81,14 @@ class Personalisation:
             for decision in decisions:
                 decision["verdict"], decision["reason"] = "not_applied", reason
         return decisions
+
+
+def _outside(at: int, splices: tuple[tuple[int, int, str], ...]) -> bool:
+    """Is ``at`` inside none of the splices?"""
+    for start, end, _ in splices:  # noqa: SIM110 (a loop: no generator per view)
+        if start < at < end:
+            return False
+    return True
 
 
 def _experiments(page: PageRequest) -> PageExperiments:

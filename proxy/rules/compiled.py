@@ -40,7 +40,12 @@ depends only on the page, the selector and the rendered ops, and visitors in the
 situation get the same ops ("Hello Germany" on every German view), so the answers are
 remembered per worker (:data:`REMEMBERED_EDITS` of them, the oldest forgotten first), keyed
 by the page's serial number rather than the page, so that an evicted page is not kept
-alive. That saves composing and re-reading start tags (~0.06 ms of a 3-slot view).
+alive. That saves composing and re-reading start tags (~0.06 ms of a 3-slot view). The ops
+are known by identity, not value: the rules engine hands visitors in the same situation the
+very same request (:data:`proxy.rules.engine._requests`), and hashing ops field by field
+cost ~2K instructions an op on every view. The ops are kept with the answer, so their id
+cannot pass to other ops meanwhile; equal ops that are not the same object are composed
+afresh (the same answer).
 
 Cost (bench/bench_rewrite.py, 3 id slots): compiling costs about one fresh rewrite (median
 1.9 ms on the corpus), serving then 0.07-0.2 ms per view, mostly joining the page's text;
@@ -91,11 +96,11 @@ _FIELDS = 6
 KEEP_MADE = 8
 REMEMBERED_EDITS = 4096
 _serials = itertools.count()
-# (page serial, selector, ops) -> target_edits of each element; oldest first.
-# An OrderedDict: forgetting a plain dict's oldest key (del d[next(iter(d))]) rescans the
-# slots freed before it, ~5 µs once full.
-_remembered: OrderedDict[tuple[int, str, tuple[Op, ...]], tuple[TargetEdits, ...]] = \
-    OrderedDict()
+# (page serial, selector, id of the ops) -> (the ops, target_edits of each element);
+# oldest first. An OrderedDict: forgetting a plain dict's oldest key (del d[next(iter(d))])
+# rescans the slots freed before it, ~5 µs once full.
+_remembered: OrderedDict[tuple[int, str, int],
+                         tuple[tuple[Op, ...], tuple[TargetEdits, ...]]] = OrderedDict()
 
 
 class CompiledPage:
@@ -142,24 +147,27 @@ class CompiledPage:
         """Exactly ``html.rewrite(self.source, requests)``; without parsing when every
         request's selector is compiled, else by that very call (the fallback)."""
         slots = self._slots
-        if all(request.selector in slots for request in requests):
-            return html.apply(self.source, requests, self.elements, self._edits_of)
-        return html.rewrite(self.source, requests)
+        for request in requests:   # (a loop: no generator on every view)
+            if request.selector not in slots:
+                return html.rewrite(self.source, requests)
+        return html.apply(self.source, requests, self.elements, self._edits_of)
 
     def _edits_of(self, selector: str, targets: Sequence[Element], ops: tuple[Op, ...]
                   ) -> Sequence[TargetEdits]:
         """``html.target_edits`` for each target, remembered (see the module docstring)."""
         if len(targets) > KEEP_MADE:   # broad selectors: too much to keep
             return [html.target_edits(self.source, target, ops) for target in targets]
-        key = (self._serial, selector, ops)
-        found = _remembered.get(key)
-        if found is None:
-            found = tuple(edits if isinstance(edits, str) else tuple(edits)
-                          for edits in (html.target_edits(self.source, target, ops)
-                                        for target in targets))
-            if len(_remembered) >= REMEMBERED_EDITS:
-                _remembered.popitem(last=False)
-            _remembered[key] = found
+        key = (self._serial, selector, id(ops))
+        known = _remembered.get(key)
+        if known is not None and known[0] is ops:
+            return known[1]
+        found = []
+        for target in targets:
+            edits = html.target_edits(self.source, target, ops)
+            found.append(edits if isinstance(edits, str) else tuple(edits))
+        if len(_remembered) >= REMEMBERED_EDITS:
+            _remembered.popitem(last=False)
+        _remembered[key] = (ops, tuple(found))
         return found
 
     def _element(self, index: int) -> Element:

@@ -55,30 +55,50 @@ def splice(source: str, edits: list[Edit]) -> str:
 def compose(source: str, tag: scan.StartTag, extent: Extent | None,
                ops: tuple[Op, ...]) -> list[Edit] | str:
     """Compose one rule's ops on one element into non-overlapping splices."""
-    outer = next((op for op in ops if op.action in OUTER_ACTIONS), None)
+    # One pass sorts the ops by what they touch (each kind's texts joined in op order):
+    # an element's edits are composed whenever a view brings new content.
+    outer = None
+    content = None   # the first replace-content / set-text
+    before = after = prepend = append = ""
+    inner = markup = retag = False   # content ops; ones other than set-text; tag ops
+    for op in ops:
+        action = op.action
+        if action in TAG_ACTIONS:
+            retag = True
+        elif action in CONTENT_ACTIONS:
+            inner = True
+            if action == "prepend":
+                prepend += op.html
+            elif action == "append":
+                append += op.html
+            elif content is None:
+                content = op.html
+            if action != "set-text":
+                markup = True
+        elif action == "insert-before":
+            before += op.html
+        elif action == "insert-after":
+            after += op.html
+        elif action in OUTER_ACTIONS and outer is None:
+            outer = op
     if outer is not None and extent is not None:
         return [(tag.start, extent.end, outer.html if outer.action == "replace" else "")]
-    if extent is not None and any(op.action in CONTENT_ACTIONS for op in ops):
+    if extent is not None and inner:
         if tag.name in scan.VOID:
             return f"<{tag.name}> has no content to change"
-        if tag.name in scan.RAW_TEXT or (tag.name in scan.RCDATA and any(
-                op.action in CONTENT_ACTIONS and op.action != "set-text" for op in ops)):
+        if tag.name in scan.RAW_TEXT or (tag.name in scan.RCDATA and markup):
             return f"<{tag.name}> content is not HTML; only set-text works on <title>/<textarea>"
-    before = "".join(op.html for op in ops if op.action == "insert-before")
-    after = "".join(op.html for op in ops if op.action == "insert-after")
-    prepend = "".join(op.html for op in ops if op.action == "prepend")
-    append = "".join(op.html for op in ops if op.action == "append")
-    content = next((op.html for op in ops if op.action in ("replace-content", "set-text")), None)
     edits: list[Edit] = []
     if before:
         edits.append((tag.start, tag.start, before))
-    text = source[tag.start:tag.end]
-    new_tag = text
-    for op in ops:
-        if op.action in TAG_ACTIONS:
-            new_tag = _edit_tag(new_tag, tag.name, op)
-    if new_tag != text:
-        edits.append((tag.start, tag.end, new_tag))
+    if retag:
+        text = source[tag.start:tag.end]
+        new_tag = text
+        for op in ops:
+            if op.action in TAG_ACTIONS:
+                new_tag = _edit_tag(new_tag, tag.name, op)
+        if new_tag != text:
+            edits.append((tag.start, tag.end, new_tag))
     if extent is not None:
         if content is not None:
             edits.append((tag.end, extent.content_end, prepend + content + append))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 from proxy.page import PageEdit, PageRequest
 from proxy.rules import html as rewriting
 from proxy.rules.compiled import CompiledPage
-from proxy.rules.model import Change, Placeholder, Rule
+from proxy.rules.edits import Op
+from proxy.rules.model import Change, Rule, Template, has_placeholders
 from proxy.rules.placeholders import render as render_template
 from proxy.rules.plan import Plan, getter, plan
 from proxy.rules.ruleset import RuleSet
@@ -53,13 +55,24 @@ class RulesTransform:
         return self.ruleset.wants(page.host, page.path)
 
     def apply(self, html: str, page: PageRequest) -> PageEdit | None:
-        return render(self.ruleset, html, page).edit
+        return render_edit(self.ruleset, html, page)
 
 
 def render(ruleset: RuleSet, html: str, page: PageRequest, arms: Sequence[Rule] = ()
            ) -> Rendered:
     """Plan for ``page.context`` and apply the winning rules (and experiment ``arms``)
-    to ``html``."""
+    to ``html``. An edit with arms is personalised: the visitor's arm shows in it."""
+    return Rendered(*_render(ruleset, html, page, arms))
+
+
+def render_edit(ruleset: RuleSet, html: str, page: PageRequest, arms: Sequence[Rule] = ()
+                ) -> PageEdit | None:
+    """``render(...).edit``, for the proxy's views, which need nothing else."""
+    return _render(ruleset, html, page, arms)[1]
+
+
+def _render(ruleset: RuleSet, html: str, page: PageRequest, arms: Sequence[Rule]
+            ) -> tuple[Plan, PageEdit | None, tuple[rewriting.SlotResult, ...]]:
     decided = plan(ruleset, page.context, page, arms)
     rules = decided.applied
     compiled = getattr(page, "compiled", None)
@@ -67,40 +80,161 @@ def render(ruleset: RuleSet, html: str, page: PageRequest, arms: Sequence[Rule] 
         compiled = None   # (a compiled page knows where its slots are: no need to look)
     if not rules or (compiled is None and not any(_may_occur(s, html) for r in rules
                                                   for s in r.slots)):
-        return Rendered(decided, None)
+        return decided, None, ()
+    recipe = _recipe(decided, page.context is not None)
     get = getter(page.context)
-    requests = [rewriting.SlotRequest(rule.id, selector, tuple([_op(c, get) for c in changes]))
-                for rule in rules for selector, changes in rule.changes_by_slot]
+    requests = []
+    for slot in recipe.slots:
+        request = slot.request
+        if request is None:
+            request = _request(slot, get)
+        requests.append(request)
     if compiled is not None:
         result = compiled.rewrite(requests)   # a cached page: no parse (identical output)
     else:
         result = rewriting.rewrite(html, requests)
     if not result.edits:
-        return Rendered(decided, None, result.results)
-    changed = list(dict.fromkeys(s.key for s in result.results if s.changed))
-    by_id = {r.id: r for r in rules}
-    edit = PageEdit(variant=lambda: _variant([by_id[i] for i in changed], requests),
-                    personalised=any(by_id[i].personal for i in changed),
-                    splices=result.edits, source=html)
-    return Rendered(decided, edit, result.results)
+        return decided, None, result.results
+    changed: list[str] = []   # the ids of the rules that changed the page, each once
+    for slot_result in result.results:
+        if slot_result.changed and slot_result.key not in changed:
+            changed.append(slot_result.key)
+    personalised = bool(arms)
+    if not personalised:
+        personal = recipe.personal
+        for rule_id in changed:
+            if rule_id in personal:
+                personalised = True
+                break
+    edit = PageEdit(variant=lambda: _variant(recipe, changed, requests),
+                    personalised=personalised, splices=result.edits, source=html)
+    return decided, edit, result.results
 
 
-def _op(change: Change, get: Any) -> rewriting.Op:
-    return rewriting.Op(change.action, render_template(change.content, get),
-                        change.attribute, change.classes)
+@dataclass(frozen=True, slots=True, eq=False)
+class _Slot:
+    """One slot of one rule, as rendering it needs: made once per rule (:func:`_slots_of`),
+    so the ops of literal changes (and the whole request when all are literal) are built
+    once, not on every view. Compared and hashed by identity (a key of
+    :data:`_requests`)."""
+
+    key: str                          # the rule's id
+    selector: str
+    changes: tuple[Change, ...]
+    ops: tuple[Op | None, ...]        # per change: its op, None when it has placeholders
+    templates: tuple[Template, ...]   # the contents with placeholders, in order
+    request: rewriting.SlotRequest | None   # the same on every view: no placeholders
 
 
-def _variant(rules: list[Rule], requests: Sequence[rewriting.SlotRequest]) -> str:
-    """The applied rule ids, plus, when their content has placeholders, a fingerprint of
-    what was rendered (two cities must not share a validator). The rendered ops are at hand
-    already; reading the placeholders' values again cost ~20 µs a view."""
-    ids = ",".join(r.id for r in rules)
-    if not any(isinstance(part, Placeholder) for r in rules for c in r.changes
-               for part in c.content):
+@dataclass(frozen=True, slots=True, eq=False)
+class _Recipe:
+    """What rendering one plan needs, derived once from its applied rules."""
+
+    slots: tuple[_Slot, ...]          # every slot of every applied rule, in rank order
+    personal: frozenset[str]          # ids of the rules that depend on the visitor
+    placeholders: frozenset[str]      # ids of the rules whose content has placeholders
+
+
+# Recipes of recent plans by the plan's identity (the plan is kept with its recipe, so its
+# id cannot pass to another plan), and the slots of recent rules by the rule's identity:
+# plans are remembered by their rule set (proxy.rules.plan), so the same few come back on
+# every view. Emptied when full (a reload brings new plans and rules).
+_recipes: dict[int, tuple[Plan, _Recipe]] = {}
+_rule_slots: dict[int, tuple[Rule, tuple[_Slot, ...]]] = {}
+RECIPES = 1024
+# Requests of slots with placeholders by the slot and the rendered placeholder contents:
+# visitors in the same situation get the same content, and the same request object then
+# also finds the page's remembered edits (proxy.rules.compiled) without comparing ops
+# field by field. Building the ops and the request anew costs ~13K instructions a slot.
+_requests: OrderedDict[tuple[object, ...], rewriting.SlotRequest] = OrderedDict()
+REMEMBERED_REQUESTS = 4096
+MAX_REMEMBERED_TEXT = 2048   # characters of rendered content: longer ones are not kept
+
+
+def _recipe(decided: Plan, remembered: bool) -> _Recipe:
+    """The recipe of ``decided``; not kept unless ``remembered`` (plans made without a
+    context are made afresh on every view: their recipes would only crowd out others)."""
+    known = _recipes.get(id(decided))
+    if known is not None and known[0] is decided:
+        return known[1]
+    rules = decided.applied
+    recipe = _Recipe(tuple([slot for rule in rules for slot in _slots_of(rule)]),
+                     frozenset([rule.id for rule in rules if rule.personal]),
+                     frozenset([rule.id for rule in rules if any(
+                         has_placeholders(c.content) for c in rule.changes)]))
+    if remembered:
+        if len(_recipes) >= RECIPES:
+            _recipes.clear()
+        _recipes[id(decided)] = (decided, recipe)
+    return recipe
+
+
+def _slots_of(rule: Rule) -> tuple[_Slot, ...]:
+    known = _rule_slots.get(id(rule))
+    if known is not None and known[0] is rule:
+        return known[1]
+    slots = []
+    for selector, changes in rule.changes_by_slot:
+        ops = tuple([None if has_placeholders(c.content) else _op(c, _NO_VALUES)
+                     for c in changes])
+        templates = tuple([c.content for c, op in zip(changes, ops, strict=True)
+                           if op is None])
+        request = (None if templates else
+                   rewriting.SlotRequest(rule.id, selector, ops))  # type: ignore[arg-type]
+        slots.append(_Slot(rule.id, selector, changes, ops, templates, request))
+    if len(_rule_slots) >= RECIPES:
+        _rule_slots.clear()
+    _rule_slots[id(rule)] = (rule, tuple(slots))
+    return tuple(slots)
+
+
+_NO_VALUES = getter(None)
+
+
+def _request(slot: _Slot, get: Any) -> rewriting.SlotRequest:
+    """The request of a slot with placeholders for these values (remembered, see
+    :data:`_requests`)."""
+    texts: list[object] = [slot]
+    for template in slot.templates:
+        texts.append(render_template(template, get))
+    key = tuple(texts)
+    request = _requests.get(key)
+    if request is not None:
+        return request
+    rendered = iter(texts[1:])
+    ops = tuple([op if op is not None else
+                 Op(change.action, next(rendered), change.attribute,  # type: ignore[arg-type]
+                    change.classes)
+                 for change, op in zip(slot.changes, slot.ops, strict=True)])
+    request = rewriting.SlotRequest(slot.key, slot.selector, ops)
+    if sum([len(text) for text in texts[1:]]) <= MAX_REMEMBERED_TEXT:  # type: ignore[arg-type]
+        if len(_requests) >= REMEMBERED_REQUESTS:
+            _requests.popitem(last=False)   # the oldest
+        _requests[key] = request
+    return request
+
+
+def _op(change: Change, get: Any) -> Op:
+    return Op(change.action, render_template(change.content, get), change.attribute,
+              change.classes)
+
+
+def _variant(recipe: _Recipe, changed: list[str],
+             requests: Sequence[rewriting.SlotRequest]) -> str:
+    """The ids of the rules that changed the page, plus, when their content has
+    placeholders, a fingerprint of what was rendered (two cities must not share a
+    validator). The rendered ops are at hand already; reading the placeholders' values
+    again cost ~20 µs a view."""
+    ids = ",".join(changed)
+    placeholders = recipe.placeholders
+    for rule_id in changed:
+        if rule_id in placeholders:
+            break
+    else:
         return ids
-    shown = {r.id for r in rules}
-    rendered = "\0".join(op.html for request in requests if request.key in shown
-                         for op in request.ops)
+    shown = set(changed)
+    rendered = "\0".join([op.html for request in requests if request.key in shown
+                          for op in request.ops])
     digest = hashlib.blake2s(rendered.encode(), digest_size=6).hexdigest()
     return f"{ids};{digest}"
 

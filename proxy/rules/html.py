@@ -20,7 +20,7 @@ from typing import Protocol
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
 from proxy.rules import scan
-from proxy.rules.edits import Edit, Op, compose, overlaps, splice
+from proxy.rules.edits import Edit, Op, compose, splice
 from proxy.rules.extent import Extent, element_extent
 from proxy.rules.model import TAG_ACTIONS
 
@@ -140,10 +140,11 @@ def apply(source: str, requests: Sequence[SlotRequest],
     accepted: list[Edit] = []
     results = []
     for request in requests:
-        targets = select(request.selector)
+        selector = request.selector
+        targets = select(selector)
         changed = 0
         problems: list[str] = []
-        found = (edits_of(request.selector, targets, request.ops) if edits_of is not None
+        found = (edits_of(selector, targets, request.ops) if edits_of is not None
                  else [target_edits(source, target, request.ops) for target in targets])
         for target, edits in zip(targets, found, strict=True):
             if edits.__class__ is str:
@@ -155,15 +156,42 @@ def apply(source: str, requests: Sequence[SlotRequest],
             else:
                 accepted.extend(edits)
                 changed += 1
-        results.append(SlotResult(request.key, request.selector, len(targets), changed,
-                                  tuple(problems)))
+        if problems:
+            results.append(SlotResult(request.key, selector, len(targets), changed,
+                                      tuple(problems)))
+            continue
+        counts = (request.key, selector, len(targets), changed)
+        result = _results.get(counts)
+        results.append(result if result is not None else _new_result(counts))
     return Rewrite(source, tuple(results), tuple(accepted))
 
 
+# Results without problems, shared: the same rule, slot and counts come back on every view,
+# and building a frozen dataclass costs ~8K instructions, finding one here ~1K. Emptied
+# when full (a reload brings new rule ids).
+_results: dict[tuple[str, str, int, int], SlotResult] = {}
+RESULTS = 4096
+
+
+def _new_result(counts: tuple[str, str, int, int]) -> SlotResult:
+    result = _results[counts] = SlotResult(*counts)
+    if len(_results) > RESULTS:
+        _results.clear()
+    return result
+
+
 def _clashes(edits: Sequence[Edit], accepted: list[Edit]) -> bool:
-    for edit in edits:   # (plain loops: no generator made per element and view)
-        for other in accepted:
-            if overlaps(edit, other):
+    """Does any of ``edits`` overlap an accepted one (:func:`proxy.rules.edits.overlaps`,
+    written out: plain loops, no call per pair, as this runs on every view)?"""
+    for start, end, _ in edits:
+        for other_start, other_end, _ in accepted:
+            if start == end:
+                if other_start < start < other_end:   # (two insertions never overlap)
+                    return True
+            elif other_start == other_end:
+                if start < other_start < end:
+                    return True
+            elif start < other_end and other_start < end:
                 return True
     return False
 
@@ -175,11 +203,13 @@ def target_edits(source: str, target: Target, ops: tuple[Op, ...]) -> list[Edit]
     if isinstance(tag, str):
         return tag
     extent: Extent | None = None
-    if any(op.action not in TAG_ACTIONS for op in ops):
-        found = target.extent(tag)
-        if isinstance(found, str):
-            return found
-        extent = found
+    for op in ops:
+        if op.action not in TAG_ACTIONS:
+            found = target.extent(tag)
+            if isinstance(found, str):
+                return found
+            extent = found
+            break
     return compose(source, tag, extent, ops)
 
 

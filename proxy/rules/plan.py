@@ -12,7 +12,7 @@ taken by a higher-ranked rule it loses, so a rule's changes never show half-appl
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -58,10 +58,13 @@ class Plan:
     host: str
     path: str
     decisions: tuple[Decision, ...]  # every rule for this page, best ranked first
+    # The applied rules, best ranked first. Derived once: plans are remembered
+    # (RECENT_PLANS), and every view that renders one asks for its rules.
+    applied: tuple[Rule, ...] = field(default=(), init=False, repr=False, compare=False)
 
-    @property
-    def applied(self) -> tuple[Rule, ...]:
-        return tuple(d.rule for d in self.decisions if d.verdict == APPLIED)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "applied", tuple(
+            [d.rule for d in self.decisions if d.verdict == APPLIED]))
 
     def by_verdict(self, verdict: str) -> tuple[Decision, ...]:
         return tuple(d for d in self.decisions if d.verdict == verdict)
@@ -96,26 +99,31 @@ def plan(ruleset: RuleSet, context: Any, page: Any, arms: Sequence[Rule] = ()) -
     was made from a snapshot of just those values, so it keeps no visitor's context alive
     and is exactly the plan this visitor would get."""
     host, path = page.host, page.path
-    candidates = ruleset.candidates(host, path)
     if context is None:
-        return _plan(host, path, candidates, getter(None), arms)
+        return _plan(host, path, ruleset.candidates(host, path), getter(None), arms)
     recent = ruleset.recent_plans
     reads = recent.reads.get((host, path))
     if reads is None:
-        reads = _reads(candidates)
+        reads = _reads(ruleset.candidates(host, path))
         if len(recent.reads) >= RECENT_PLANS:
             recent.reads.clear()
         recent.reads[host, path] = reads
-    get = context.get
-    seen = tuple([get(name) for name in reads])
-    key = (host, path, tuple([id(arm) for arm in arms]), seen, tuple(map(type, seen)))
+    # (map rather than comprehensions, and the rule candidates only for a new plan: this
+    # runs on every view, and a remembered plan needs neither a frame nor the page index)
+    seen = tuple(map(context.get, reads))
+    key = (host, path, tuple(map(id, arms)), seen, tuple(map(type, seen)))
     try:
         found = recent.plans.get(key)
     except TypeError:   # a value that cannot be a key (a signal's list): no memory
-        return _plan(host, path, candidates, get, arms)
-    if found is not None and all(a is b for a, b in zip(found[0], arms, strict=True)):
-        return found[1]   # (the arms are kept with the plan, so their ids stay theirs)
-    made = _plan(host, path, candidates, dict(zip(reads, seen, strict=True)).get, arms)
+        return _plan(host, path, ruleset.candidates(host, path), context.get, arms)
+    if found is not None:
+        for kept, arm in zip(found[0], arms, strict=True):   # (as many: ids in the key)
+            if kept is not arm:
+                break
+        else:
+            return found[1]   # (the arms are kept with the plan, so their ids stay theirs)
+    made = _plan(host, path, ruleset.candidates(host, path),
+                 dict(zip(reads, seen, strict=True)).get, arms)
     plans = recent.plans
     if len(plans) >= RECENT_PLANS:
         plans.popitem(last=False)   # the oldest
