@@ -238,7 +238,7 @@ def test_bad_cdn_values_are_dropped() -> None:
 
 # -- networks larger than /24 -------------------------------------------------------------------
 
-class _CountingReader:
+class CountingReader:
     """Stands in for maxminddb's reader and counts the records it decodes."""
 
     def __init__(self, real: object) -> None:
@@ -254,7 +254,7 @@ class _CountingReader:
 
 def test_a_new_slash24_in_a_known_network_is_not_decoded_again(test_db: Path) -> None:
     reader = GeoReader(test_db)
-    counting = _CountingReader(reader._reader)
+    counting = CountingReader(reader._reader)
     reader._reader = counting  # type: ignore[assignment]
     assert reader.lookup("10.20.1.1").city == "Office"  # 10.20.0.0/16
     assert reader.lookup("10.20.2.1").city == "Office"  # another /24 of the same network

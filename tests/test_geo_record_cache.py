@@ -22,6 +22,7 @@ from netaddr import IPSet
 from proxy.context import geo, mmdb_records
 from proxy.context.geo import EMPTY_GEO, Geo, GeoReader, bundled_database, ipv4_int
 from proxy.context.mmdb_records import FileFacts, RecordFinder, Unavailable, open_finder
+from tests.test_context_geo import CountingReader
 
 
 def reference(plain: object, ip: str) -> Geo:
@@ -36,22 +37,8 @@ def reference(plain: object, ip: str) -> Geo:
     return geo._from_record(record) if isinstance(record, dict) else EMPTY_GEO
 
 
-class CountingReader:
-    """Stands in for the maxminddb reader inside a GeoReader (behind its record finder, which
-    keeps the real one) and counts decodes."""
-
-    def __init__(self, real: object) -> None:
-        self.real, self.decoded = real, 0
-
-    def get_with_prefix_len(self, ip: str) -> object:
-        self.decoded += 1
-        return self.real.get_with_prefix_len(ip)  # type: ignore[attr-defined]
-
-    def close(self) -> None:
-        self.real.close()  # type: ignore[attr-defined]
-
-
 def counting(reader: GeoReader) -> CountingReader:
+    """The reader's decodes counted, behind its record finder (which keeps the real one)."""
     wrapper = CountingReader(reader._mmdb_reader)
     reader._mmdb_reader = wrapper  # not reader._reader, which would drop the finder
     return wrapper
