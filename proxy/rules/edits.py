@@ -29,16 +29,6 @@ class Op:
 Edit = tuple[int, int, str]  # replace source[start:end] with text
 
 
-def overlaps(a: Edit, b: Edit) -> bool:
-    if a[0] == a[1] and b[0] == b[1]:
-        return False  # two insertions at one point: both go in, in order
-    if a[0] == a[1]:
-        return b[0] < a[0] < b[1]
-    if b[0] == b[1]:
-        return a[0] < b[0] < a[1]
-    return a[0] < b[1] and b[0] < a[1]
-
-
 def splice(source: str, edits: list[Edit]) -> str:
     order = sorted(range(len(edits)), key=lambda i: (edits[i][0], edits[i][1] != edits[i][0], i))
     out: list[str] = []

@@ -181,8 +181,10 @@ def _new_result(counts: tuple[str, str, int, int]) -> SlotResult:
 
 
 def _clashes(edits: Sequence[Edit], accepted: list[Edit]) -> bool:
-    """Does any of ``edits`` overlap an accepted one (:func:`proxy.rules.edits.overlaps`,
-    written out: plain loops, no call per pair, as this runs on every view)?"""
+    """Does any of ``edits`` overlap an accepted one? Two insertions never overlap (both go
+    in, in order); an insertion overlaps a replacement it falls strictly inside; two
+    replacements overlap when their ranges intersect. Plain loops, no call per pair: this
+    runs on every view."""
     for start, end, _ in edits:
         for other_start, other_end, _ in accepted:
             if start == end:
