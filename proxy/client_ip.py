@@ -17,12 +17,14 @@ from typing import Any
 
 from .config import Network
 from .context.geo import ipv4_int
+from .values import quick_init
 
 _FORWARDING = frozenset((b"x-forwarded-for", b"forwarded", b"x-forwarded-proto",
                          b"x-forwarded-host"))
 _FORWARDED_FOR = re.compile(r'for\s*=\s*"?\[?([^\]";,\s]+)', re.I)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ClientAddress:
     ip: str              # the visitor's address, for geo lookup only, never stored (S11)

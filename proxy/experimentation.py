@@ -47,6 +47,7 @@ from .rules.pages import glob_regex
 from .rules.plan import getter
 from .rules.ruleset import RuleSet
 from .store.events import Conversion, Exposure, utc_day
+from .values import quick_init
 
 log = logging.getLogger("kairos.experiments")
 
@@ -57,6 +58,7 @@ SCRIPT_KINDS = frozenset((GoalKind.CLICK, GoalKind.CUSTOM, GoalKind.REVENUE))
 REPLAY_MEMORY = 100_000   # beacon tokens remembered per worker (a few MB at most)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PageExperiments:
     """What the experiments decided for one page view."""

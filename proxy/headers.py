@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+from .values import quick_init
+
 RawHeaders = list[tuple[bytes, bytes]]
 
 # RFC 9110 §7.6.1, plus fields that only make sense on one connection.
@@ -176,7 +178,8 @@ def _valid_port(host: bytes) -> bool:
     return port.isdigit() and int(port) <= 65535
 
 
-@dataclass(frozen=True)
+@quick_init
+@dataclass(frozen=True, slots=True)
 class ForwardingFacts:
     """What the proxy knows about the hop it received the request on."""
 

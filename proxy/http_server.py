@@ -41,6 +41,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # One timer per connection, re-armed only when it fires: arming and cancelling one
+        # per request cost ~2.4 µs of every request (uvloop). A head in progress has a
+        # deadline; the timer, when it fires, refuses a late head or waits for the rest.
+        self._head_deadline: float | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self._refused = False
@@ -50,13 +54,13 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._start_head_clock()   # a client that connects and says nothing
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_clock()
+        self._cancel_head_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:   # lingering after a refusal: read and drop (see _refuse)
             return
-        if self._head_timer is not None:   # still reading a head: count it
+        if self._head_deadline is not None:   # still reading a head: count it
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse(b"HTTP/1.1 431 Request Header Fields Too Large",
@@ -76,22 +80,34 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             cycle.transport = HeadWithBody(self.transport, self.loop)
 
     def _start_head_clock(self) -> None:
-        if self._head_timer is None:
+        if self._head_deadline is None:
             self._head_bytes = 0
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+            self._head_deadline = self.loop.time() + self.head_timeout
+            if self._head_timer is None:   # else it fires before this deadline, and re-arms
+                self._head_timer = self.loop.call_later(self.head_timeout, self._head_clock)
 
     def _stop_head_clock(self) -> None:
+        self._head_deadline = None   # the timer stays: it stops itself when it fires
+
+    def _cancel_head_timer(self) -> None:
+        self._head_deadline = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _head_timed_out(self) -> None:
+    def _head_clock(self) -> None:
         self._head_timer = None
+        if self._head_deadline is None:   # no head in progress: the next one re-arms
+            return
+        left = self._head_deadline - self.loop.time()
+        if left > 0:   # a later head than the one the timer was armed for
+            self._head_timer = self.loop.call_later(left, self._head_clock)
+            return
         self._refuse(b"HTTP/1.1 408 Request Timeout",
                      "request head not complete within %.1f s", self.head_timeout)
 
     def _refuse(self, status_line: bytes, why: str, arg: float) -> None:
-        self._stop_head_clock()
+        self._cancel_head_timer()
         if self.transport.is_closing():
             return
         log.info("closing connection from %s: " + why, self.client, arg)

@@ -23,12 +23,14 @@ from .context.build import build_context
 from .context.geo import GeoReader, open_reader
 from .context.model import RequestFacts, VisitorContext
 from .context.signals import NO_SIGNALS, SignalSnapshot
+from .values import quick_init
 
 log = logging.getLogger("kairos.visitor")
 
 SECRET_FILE = "cookie-secret"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Recognition:
     context: VisitorContext

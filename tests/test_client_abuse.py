@@ -141,6 +141,34 @@ def test_a_client_that_never_finishes_its_headers_is_disconnected(upstream: Upst
         running.stop()
 
 
+def test_each_head_on_a_kept_alive_connection_gets_the_whole_header_timeout(
+        upstream: Upstream, valkey: ValkeyServer) -> None:
+    """The clock runs from each head's first byte, not from the connection or an earlier
+    request (one timer per connection, re-armed when it fires), and still refuses a head
+    that takes too long."""
+    running = start_kairos(upstream.url, valkey.connection_url,
+                           **{"server.header_timeout": 1.0})
+    try:
+        with socket.create_connection(("127.0.0.1", running.port)) as sock:
+            sock.settimeout(5)
+            head = b"GET /echo?kept-%d HTTP/1.1\r\nHost: shop.test\r\n"
+            sock.sendall(head % 1 + b"\r\n")
+            assert status_of(sock.recv(65536)) == 200
+            time.sleep(0.8)   # the connection's first timer fires 0.2 s into the next head
+            sock.sendall(head % 2)
+            time.sleep(0.6)
+            sock.sendall(b"X-Slow: 1\r\n\r\n")   # 0.6 s after its first byte: in time
+            assert status_of(sock.recv(65536)) == 200
+            sock.sendall(head % 3)   # and never finished
+            started = time.monotonic()
+            answer = sock.recv(65536)
+            waited = time.monotonic() - started
+        assert status_of(answer) == 408, answer[:100]
+        assert 0.8 < waited < 2.5, waited
+    finally:
+        running.stop()
+
+
 # -- slow upload --------------------------------------------------------------------------
 
 def test_a_slow_upload_is_cut_at_the_deadline_and_never_reaches_the_origin_whole(

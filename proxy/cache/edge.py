@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..headers import HOP_BY_HOP, RawHeaders, first, without
+from ..values import quick_init
 from . import keys
 from .freshness import (
     Freshness,
@@ -77,6 +78,7 @@ class CacheEntry:
         return keys.matches(self.vary, self.coding, request_headers)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Lookup:
     state: CacheState

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from proxy.context.botmatch import BotMatcher, load_patterns
+from proxy.values import quick_init
 
 CACHE_SIZE = 10_000
 MAX_UA_CHARS = 512  # longer UAs are cut before classifying: bounds cache memory and time
@@ -67,6 +68,7 @@ _MOBILE_TOKENS = ("Mobile", "iPhone", "iPod", "Opera Mini", "BlackBerry", "BB10"
 _BOTS = BotMatcher(load_patterns())  # compiled once per process, at import (~0.1 s)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Device:
     """The visitor's device as rules see it. ``bot`` names the crawler when kind is bot."""

@@ -56,6 +56,7 @@ from urllib.parse import unquote
 import maxminddb
 
 from proxy.context.mmdb_records import FileFacts, Found, RecordFinder, Unavailable, open_finder
+from proxy.values import quick_init
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ _ZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+\-/]{1,63}")
 _NOT_COUNTRIES = {"XX", "T1", "A1", "A2", "O1", "EU", "AP"}  # unknown, Tor, proxies, blocs
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Geo:
     """Where the visitor is. Empty strings when unknown; ``source`` says where it came from."""

@@ -41,6 +41,7 @@ from functools import lru_cache
 from proxy.context.journey import Counts, count_interests, furthest, interests_for, stage_for
 from proxy.context.settings import ContextSettings
 from proxy.signing import PrefixedMac, b64
+from proxy.values import quick_init
 
 VERSION = 1
 MAX_COOKIE_CHARS = 4096  # browsers drop larger cookies; anything larger is not ours
@@ -89,6 +90,7 @@ class Membership:
         return None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class VisitorState:
     """What the cookie remembers about one browser. Times are Unix seconds."""

@@ -18,6 +18,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from proxy.context.settings import ContextSettings
+from proxy.values import quick_init
 
 Counts = tuple[tuple[str, int], ...]  # (category, count), highest count first
 MAX_COUNT = 65_535  # fits the cookie's 16-bit field
@@ -25,6 +26,7 @@ PAGE_CACHE_SIZE = 4096
 MAX_CACHED_PATH_CHARS = 256  # longer paths are matched every time: bounds the cache's memory
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Journey:
     """Where this page and this visitor are in the journey, and what they are into.

@@ -15,10 +15,12 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from proxy.context.settings import ContextSettings
+from proxy.values import quick_init
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class LocalTime:
     """One instant on the visitor's wall clock."""

@@ -20,6 +20,7 @@ from proxy.context.language import Languages
 from proxy.context.localtime import LocalTime
 from proxy.context.signals import SignalSnapshot
 from proxy.context.source import UTM_KEYS, Source
+from proxy.values import quick_init
 
 # Every header from_asgi reads, by lower-case name: the index of the RequestFacts field it
 # fills in order (the first such header wins), or how it is gathered. One dict lookup per
@@ -33,6 +34,7 @@ _WANTED: dict[bytes, int] = {
 }
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RequestFacts:
     """What the proxy knows about the request, taken from the ASGI scope.
@@ -110,6 +112,7 @@ class RequestFacts:
         )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class VisitorContext:
     """Everything rules can match for one request. Immutable; built by ``build_context``.

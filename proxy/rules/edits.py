@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from proxy.rules import scan
 from proxy.rules.extent import Extent
 from proxy.rules.model import CONTENT_ACTIONS, OUTER_ACTIONS, TAG_ACTIONS
+from proxy.values import quick_init
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Op:
     """One action, its content already rendered (HTML ready to insert, attribute values

@@ -23,6 +23,7 @@ from proxy.rules import scan
 from proxy.rules.edits import Edit, Op, compose, splice
 from proxy.rules.extent import Extent, element_extent
 from proxy.rules.model import TAG_ACTIONS
+from proxy.values import quick_init
 
 
 @functools.cache
@@ -59,6 +60,7 @@ def _unbalanced(selector: str) -> bool:
     return bool(depth or quote)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SlotRequest:
     key: str  # who asks (a rule id), for the report

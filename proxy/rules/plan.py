@@ -20,6 +20,7 @@ from proxy.rules import matching, schedule
 from proxy.rules.experiments import ARM_PRIORITY
 from proxy.rules.model import Rule
 from proxy.rules.ruleset import RuleSet
+from proxy.values import quick_init
 
 APPLIED = "applied"
 LOST = "lost"
@@ -27,6 +28,7 @@ OUT_OF_AUDIENCE = "out_of_audience"
 OUT_OF_SCHEDULE = "out_of_schedule"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     rule: Rule

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
+from ..values import quick_init
+
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Days already found valid: every event of a page view carries the same day, and the regex
 # costs more than the set lookup. Bounded, in case a caller passes many distinct days.
@@ -57,6 +59,7 @@ def check_day(day: str, where: str) -> None:
         _VALID_DAYS.add(day)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PageView:
     """One HTML page served through the proxy on UTC ``day``."""
@@ -177,6 +180,7 @@ class WeightChange:
             _finite(weight, f"WeightChange({self.experiment!r}) weight of {arm!r}")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Guardrail:
     """One page of ``arm`` served through the proxy: what the origin cost (latency), whether
