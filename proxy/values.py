@@ -13,8 +13,9 @@ fields, ``__eq__``, ``__hash__``, ``__repr__``, ``replace``, pickling) and gives
 class with the same ``__slots__`` (so the same memory layout), whose fields are set by plain
 assignment, and then turns the instance into the frozen class by assigning ``__class__``,
 which CPython allows between classes of the same layout. Nothing outside ``__init__`` ever
-sees the builder. 16 fields: ~0.8 µs instead of ~2.8 (timeit, same run); over a whole page
-view about 5% of the instructions (valgrind, ``bench/hot_view.py``). Making the per-request
+sees the builder. 16 fields: ~0.8 µs instead of ~2.8 (timeit, same run); a whole page view
+11% fewer instructions, three of its classes made slotted on the way (valgrind,
+``bench/hot_view.py``; bench/README.md, "Sixth round"). Making the per-request
 values mutable would save a little more and give up what frozen buys (values shared by
 caches can not be changed by a caller); this keeps it.
 
