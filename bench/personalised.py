@@ -501,6 +501,7 @@ class Kairos:
     proc: subprocess.Popen
     worker_pids: list[int] = field(default_factory=list)
     valkey_pid: int | None = None
+    interpreter: str = "?"   # what the first worker runs on (h.interpreter_summary)
 
 
 @contextlib.contextmanager
@@ -528,6 +529,7 @@ def kairos(cmd: list[str], origin: int, workers: int, kind: str, rules: Path,
                 k.worker_pids = sorted(worker_metrics(k, ("requests_in_flight",), tries=20))
             if len(k.worker_pids) != workers:
                 raise RuntimeError(f"found {len(k.worker_pids)} of {workers} workers")
+            k.interpreter = h.interpreter_summary(k.worker_pids[0])
             for child in h.proc_children(proc.pid):
                 if "valkey" in h.proc_cmdline(child):
                     k.valkey_pid = child
@@ -853,6 +855,8 @@ def main() -> None:
                 **{k.label: (k.port, k) for k in instances}}
             print("servers up: " + ", ".join(f"{n} :{p}" for n, (p, _) in legs.items()),
                   file=sys.stderr)
+            interpreter = instances[0].interpreter
+            print(f"Kairos runs on {interpreter}", file=sys.stderr)
             cookies: list[str] = []
             if args.visitors == "returning":
                 cookies = visitor_cookies(instances[0].port, page_sets[0].paths[0], 500, uas,
@@ -944,6 +948,7 @@ def main() -> None:
         f"took {(time.monotonic() - started) / 60:.1f} min",
         f"- Kairos: `{args.kairos}` at {h.git_rev()}, workers {workers}, embedded Valkey per "
         f"instance, page cache {CACHE_MB} MB per worker (uncached: KAIROS_CACHE_ENABLED=false)",
+        f"- Kairos's interpreter: {interpreter}",
         "- per page: 3 slots, 7 rules on the full context + an A/B experiment on slot 2; "
         f"visitors: {args.visitors}; a new X-Forwarded-For /24 per request, "
         f"{len(uas)} User-Agents",
