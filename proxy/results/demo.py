@@ -164,7 +164,9 @@ def seed_url(url: str, experiments: Sequence[Experiment], *, today: date,
     from proxy.store.client import connect
 
     async def run() -> list[str]:
-        client = connect(url, timeout=5.0)
+        # A one-off bulk write before the proxy starts, not the request path: a machine
+        # busy enough to stall one batch past 5 s once cost the demo its history.
+        client = connect(url, timeout=30.0)
         try:
             return await seed_demo_history(client, experiments, today=today, **options)
         finally:
