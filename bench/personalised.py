@@ -34,6 +34,11 @@ lands on all of them; every Kairos instance (cached and uncached, for each --wor
 runs for the whole run and idles while others are measured. With --rounds N each cell is
 repeated N times; each leg's best round counts (its peak RSS is the highest of the rounds).
 
+--compare "CMD" measures a second Kairos (another commit through PYTHONPATH, another
+interpreter) in the same run: its legs (labelled B, the --kairos ones A) take turns with the
+first's in every cell. On a shared, noisy machine that tells two versions apart where
+separate runs minutes apart cannot (bench/README.md, "Seventh round").
+
 Before measuring, every leg must answer each page 200 text/html: the baselines with the
 origin's exact bytes, the Kairos legs with all three slots personalised (the rules' and the
 experiment arm's markers present, the page otherwise different from the origin's).
@@ -44,6 +49,7 @@ Usage: .venv/bin/python bench/personalised.py [--duration 3] [--workers 1,2]
            [--sizes 10k,100k,1m] [--connections 1,10,50] [--rounds 1]
            [--corpus DIR | --corpus ''] [--encodings identity,gzip | --gzip | --no-gzip]
            [--visitors new|returning] [--memory-seconds 60 | --no-memory] [--kairos "CMD"]
+           [--compare "CMD"] [--kinds cached,uncached]
 Output: markdown on stdout and in bench/results/ (git-ignored).
 """
 
@@ -506,7 +512,8 @@ class Kairos:
 
 @contextlib.contextmanager
 def kairos(cmd: list[str], origin: int, workers: int, kind: str, rules: Path,
-           workdir: Path) -> Iterator[Kairos]:
+           workdir: Path, tag: str = "") -> Iterator[Kairos]:
+    """A running Kairos (``tag`` tells the instances of --kairos and --compare apart)."""
     port = h.free_port()
     argv = [*cmd, "--upstream", f"http://127.0.0.1:{origin}", "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(workers), "--rules", str(rules),
@@ -516,13 +523,14 @@ def kairos(cmd: list[str], origin: int, workers: int, kind: str, rules: Path,
            "KAIROS_CACHE_MAX_MB": str(CACHE_MB),
            "KAIROS_SERVER_TRUSTED_PROXIES": '["127.0.0.1/32"]',
            "KAIROS_COOKIES_SECRETS": json.dumps([SECRET])}
-    cwd = workdir / f"kairos-{kind}-w{workers}"
+    cwd = workdir / f"kairos-{kind}-w{workers}{tag}"
     cwd.mkdir()
     log = cwd / "kairos.log"
     with h.process(argv, log=log, cwd=cwd, env=env) as proc:
         try:
             h.wait_http(f"http://127.0.0.1:{port}/_kairos/health", timeout=90, proc=proc)
-            k = Kairos(f"kairos {kind} w={workers}", kind, workers, port, proc)
+            k = Kairos(f"kairos {kind} w={workers}{' ' + tag if tag else ''}", kind, workers,
+                       port, proc)
             deadline = time.monotonic() + 60   # workers start one after the other
             while len(k.worker_pids) < workers and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -816,6 +824,11 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     ap.add_argument("--kairos", default=f"{h.REPO_DIR}/.venv/bin/kairos serve",
                     help="command that starts Kairos (--upstream, --port etc. are appended)")
+    ap.add_argument("--compare", metavar="CMD",
+                    help="a second command that starts Kairos, measured in the same run: its "
+                    "legs (B) take turns with those of --kairos (A) in every cell")
+    ap.add_argument("--kinds", default="cached,uncached",
+                    help="which Kairos legs: cached and/or uncached (default both)")
     args = ap.parse_args()
     sizes = [h.parse_size(s) for s in args.sizes.split(",") if s.strip()]
     args.connections = [int(c) for c in args.connections.split(",")]
@@ -823,8 +836,13 @@ def main() -> None:
     encodings = args.encodings = [e.strip() for e in args.encodings.split(",")]
     if set(encodings) - {"identity", "gzip"}:
         ap.error("--encodings: identity and/or gzip")
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds or set(kinds) - {"cached", "uncached"}:
+        ap.error("--kinds: cached and/or uncached")
     corpus = Path(args.corpus) if args.corpus else None
     kairos_cmd = shlex.split(args.kairos)
+    commands = [("", kairos_cmd)] if not args.compare else \
+        [("A", kairos_cmd), ("B", shlex.split(args.compare))]
     kairos_bin = kairos_cmd[0] if Path(kairos_cmd[0]).name == "kairos" else \
         f"{h.REPO_DIR}/.venv/bin/kairos"
     load_start = os.getloadavg()
@@ -848,15 +866,18 @@ def main() -> None:
         with contextlib.ExitStack() as stack:
             origin = stack.enter_context(h.nginx("pages.conf", wd, root=root))
             proxy = stack.enter_context(h.nginx("proxy.conf", wd, origin_port=origin))
-            instances = [stack.enter_context(kairos(kairos_cmd, origin, w, kind, rules, wd))
-                         for w in workers for kind in ("cached", "uncached")]
+            instances = [stack.enter_context(kairos(cmd, origin, w, kind, rules, wd, tag))
+                         for w in workers for kind in kinds for tag, cmd in commands]
             legs: dict[str, tuple[int, Kairos | None]] = {
                 "direct": (origin, None), "nginx": (proxy, None),
                 **{k.label: (k.port, k) for k in instances}}
             print("servers up: " + ", ".join(f"{n} :{p}" for n, (p, _) in legs.items()),
                   file=sys.stderr)
-            interpreter = instances[0].interpreter
-            print(f"Kairos runs on {interpreter}", file=sys.stderr)
+            interpreters = {tag: next(k.interpreter for k in instances
+                                      if k.label.endswith(f" {tag}") or not tag)
+                            for tag, _ in commands}
+            for tag, interpreter in interpreters.items():
+                print(f"Kairos {tag}{' ' if tag else ''}runs on {interpreter}", file=sys.stderr)
             cookies: list[str] = []
             if args.visitors == "returning":
                 cookies = visitor_cookies(instances[0].port, page_sets[0].paths[0], 500, uas,
@@ -948,7 +969,10 @@ def main() -> None:
         f"took {(time.monotonic() - started) / 60:.1f} min",
         f"- Kairos: `{args.kairos}` at {h.git_rev()}, workers {workers}, embedded Valkey per "
         f"instance, page cache {CACHE_MB} MB per worker (uncached: KAIROS_CACHE_ENABLED=false)",
-        f"- Kairos's interpreter: {interpreter}",
+        *([f"- Kairos A: `{args.kairos}`; Kairos B: `{args.compare}`; their legs take turns "
+           "in every cell"] if args.compare else []),
+        *[f"- Kairos {tag}{' ' if tag else ''}runs on {interpreter}"
+          for tag, interpreter in interpreters.items()],
         "- per page: 3 slots, 7 rules on the full context + an A/B experiment on slot 2; "
         f"visitors: {args.visitors}; a new X-Forwarded-For /24 per request, "
         f"{len(uas)} User-Agents",
