@@ -37,7 +37,8 @@ repeated N times; each leg's best round counts (its peak RSS is the highest of t
 --compare "CMD" measures a second Kairos (another commit through PYTHONPATH, another
 interpreter) in the same run: its legs (labelled B, the --kairos ones A) take turns with the
 first's in every cell. On a shared, noisy machine that tells two versions apart where
-separate runs minutes apart cannot (bench/README.md, "Seventh round").
+separate runs minutes apart cannot (bench/README.md, "Seventh round"). B always runs right
+after A: run it both ways round.
 
 Before measuring, every leg must answer each page 200 text/html: the baselines with the
 origin's exact bytes, the Kairos legs with all three slots personalised (the rules' and the
