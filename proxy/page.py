@@ -181,15 +181,13 @@ def rewrite(
               else None)
     if pieces is not None:
         splices = in_order(splices)   # once, for the bytes and the pieces
-    if decoded.bytes_map is not None and splices is not None:
-        new_raw = decoded.bytes_map.splice(splices)   # only the edits are encoded
+    if pieces is not None:   # only the slots deflated, and their CRC worked out alone
+        body = gzip_view(pieces, splices)
+    elif decoded.bytes_map is not None and splices is not None:
+        body = codings.encode(decoded.bytes_map.splice(splices), encoding)   # edits encoded
     else:
-        new_raw = decoded.raw[:decoded.bom] + edit.html.encode(decoded.codec,
-                                                               errors="xmlcharrefreplace")
-    if pieces is not None:
-        body = gzip_view(pieces, splices, new_raw)   # only the slots deflated
-    else:
-        body = codings.encode(new_raw, encoding)
+        body = codings.encode(decoded.raw[:decoded.bom] + edit.html.encode(
+            decoded.codec, errors="xmlcharrefreplace"), encoding)
     return Rewritten(headers=_fixed_headers(headers, body, edit, coding), body=body)
 
 

@@ -195,7 +195,7 @@ def _size(prepared: Prepared, body: bytes) -> int:
         return 0
     size = (0 if decoded.raw is body else len(decoded.raw)) + sys.getsizeof(decoded.html)
     if decoded.pieces is not None:
-        size += sum(len(blob) for blob in decoded.pieces.blobs)
+        size += sum(len(blob) for blob in decoded.pieces.blobs) + decoded.pieces.table_bytes()
     return size + 64 * getattr(prepared.compiled, "element_count", 0) + 1024
 
 
