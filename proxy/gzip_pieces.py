@@ -10,20 +10,20 @@ gzip header, the stored blocks of every untouched piece, freshly deflated blocks
 pieces its edits touch, an empty final block, and the CRC-32 and length of the whole view.
 
 Cost per view: deflating the small pieces of the regions its edits touch, plus the CRC-32
-of the view's bytes: 0.10-0.20 ms for 87-264 KB corpus pages with 3 slots, against 1.9-5.7 ms
-for gzip of the whole page (measured 22 Nov 2026, level 5). Price: each cut restarts the
-compressor's history, so the page is 3-8% larger than one deflate run over it (regions
-closer than ``MIN_GAP`` share a piece). The output decompresses to exactly the bytes a full
-re-encode would carry (tests/test_gzip_pieces.py checks it on the real-world corpus with
-random edits anywhere, tests/test_cache_proxy.py through the proxy); only the
+of the view's bytes (below): 0.10-0.20 ms for 87-264 KB corpus pages with 3 slots, against
+1.9-5.7 ms for gzip of the whole page (measured 22 Nov 2026, level 5). Price: each cut
+restarts the compressor's history, so the page is 3-8% larger than one deflate run over it
+(regions closer than ``MIN_GAP`` share a piece). The output decompresses to exactly the
+bytes a full re-encode would carry (tests/test_gzip_pieces.py checks it on the real-world
+corpus with random edits anywhere, tests/test_cache_proxy.py through the proxy); only the
 compressed bytes differ. Pure.
 
 The CRC-32 of a whole 100 KB view takes ~28 µs (``zlib.crc32``, timeit), so it too is
-worked out per piece. Appending ``n`` bytes to a CRC maps the CRC
-through a fixed linear map (over GF(2)) that depends on ``n`` only, and XORs in the CRC of
-those bytes alone: that is zlib's ``crc32_combine``. Each piece keeps its bytes' CRC and that
-map as four 256-entry tables (4 KB), so an untouched piece costs four lookups a view; a
-touched run's fresh bytes go through ``zlib.crc32`` from the CRC so far.
+worked out per piece. Appending ``n`` bytes to a CRC maps the CRC through a fixed linear map
+(over GF(2)) that depends on ``n`` only, and XORs in the CRC of those bytes alone: that is
+zlib's ``crc32_combine``. Each piece keeps its bytes' CRC and that map as four 256-entry
+tables (4 KB), so an untouched piece costs four lookups a view; a touched run's fresh bytes
+go through ``zlib.crc32`` from the CRC so far. The view's bytes are never joined.
 """
 
 from __future__ import annotations
