@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import charset, codings
-from .byte_splice import ByteMap, in_order
+from .byte_splice import ByteMap
 from .gzip_pieces import Pieces, gzip_view
 from .headers import RawHeaders, first, has_token, make_private
 from .values import quick_init
@@ -179,8 +179,6 @@ def rewrite(
     splices = edit.splices
     pieces = (decoded.pieces if splices is not None and encoding in (b"gzip", b"x-gzip")
               else None)
-    if pieces is not None:
-        splices = in_order(splices)   # once, for the bytes and the pieces
     if pieces is not None:   # only the slots deflated, and their CRC worked out alone
         body = gzip_view(pieces, splices)
     elif decoded.bytes_map is not None and splices is not None:
