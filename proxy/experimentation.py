@@ -157,7 +157,8 @@ class Experimentation:
         if on_page:
             get = getter(context)
             current = self._weights()
-            weights, periods = current.weights, current.periods
+            weights: Mapping[str, Sequence[float]] = current.weights
+            periods = current.periods
             segments = {d.id: segment_id(d.id, d.segment_by, get) for d in on_page
                         if d.segment_by}
             if segments:
@@ -177,7 +178,8 @@ class Experimentation:
             events.extend(page_events)
             if segments and state is not None:
                 state = _count_segments(state, page_events, segments, periods, events)
-        token, selectors = None, ()
+        token: str | None = None
+        selectors: tuple[str, ...] = ()
         if state is not None and not is_bot and not state.opted_out:
             selectors, needs_script = self._script_goals(state)
             if needs_script:
@@ -429,7 +431,9 @@ def _count_segments(state: VisitorState, counted: tuple[Exposure | Conversion, .
     """An exposure counted for an optimised rule is also counted for its segment, and the
     cookie remembers the segment membership so later conversions are counted there too."""
     for event in counted:
-        segment = segments.get(event.experiment) if isinstance(event, Exposure) else None
+        if not isinstance(event, Exposure):
+            continue
+        segment = segments.get(event.experiment)
         if segment is None:
             continue
         events.append(Exposure(segment, event.arm, event.day, event.probability,

@@ -93,9 +93,8 @@ class HttpProxy:
             self.repeated = RepeatedPages(config.cache.repeated_pages_mb * 1024 * 1024)
             self.repeated_preparer = Preparer(transform, config.limits.max_rewrite_bytes,
                                               self.repeated, self.preparing)
-            for name in ("entries", "bytes", "hits", "remembered", "evictions"):
-                metrics.gauges[f"repeated_pages_{name}"] = (
-                    lambda name=name: self.repeated.stats()[name])   # type: ignore[union-attr]
+            metrics.gauge_stats("repeated_pages", self.repeated.stats,
+                                ("entries", "bytes", "hits", "remembered", "evictions"))
         self.trusted = client_ip.TrustedNetworks(config.server.trusted_proxies)
         self.via = f"1.1 {config.server.via_name}".encode()
         self.origin = config.upstream_origin   # parsed once, compared on every redirect

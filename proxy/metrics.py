@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -36,6 +37,12 @@ class Metrics:
         self.in_flight = 0
         # Gauges owned by other parts (store buffer, rules), read at scrape time.
         self.gauges: dict[str, Callable[[], float]] = {}
+
+    def gauge_stats(self, prefix: str, stats: Callable[[], Mapping[str, float]],
+                    names: Iterable[str]) -> None:
+        """Gauges ``<prefix>_<name>`` for each name, read from ``stats()`` at scrape time."""
+        for name in names:
+            self.gauges[f"{prefix}_{name}"] = partial(_stat, stats, name)
 
     def count_response(self, status: int) -> None:
         self.requests[f"{status // 100}xx"] += 1
@@ -68,6 +75,10 @@ class Metrics:
         lines.append(f"{name}_sum{{{worker}}} {h.total:.6f}")
         lines.append(f"{name}_count{{{worker}}} {h.count}")
         return lines
+
+
+def _stat(stats: Callable[[], Mapping[str, float]], name: str) -> float:
+    return stats()[name]
 
 
 def _family(name: str, kind: str, help_text: str,

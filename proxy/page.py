@@ -33,9 +33,9 @@ class PageRequest:
     path: str
     query: str
     headers: tuple[tuple[bytes, bytes], ...]
-    context: object = None   # the visitor context, once the context module supplies it
-    experiments: object = None   # proxy.experimentation.PageExperiments of this page view
-    compiled: object = None      # a cached page's proxy.rules.compiled.CompiledPage
+    context: Any = None   # the visitor context, once known (Any: mypyc, bench/compiled.py)
+    experiments: Any = None   # proxy.experimentation.PageExperiments of this page view
+    compiled: Any = None      # a cached page's proxy.rules.compiled.CompiledPage
 
     def with_compiled(self, compiled: object) -> PageRequest:
         """This request for a cached page's compiled form. Positional, not
@@ -179,7 +179,7 @@ def rewrite(
     splices = edit.splices
     pieces = (decoded.pieces if splices is not None and encoding in (b"gzip", b"x-gzip")
               else None)
-    if pieces is not None:   # only the slots deflated, and their CRC worked out alone
+    if pieces is not None and splices is not None:   # only the slots deflated, CRC alone
         body = gzip_view(pieces, splices)
     elif decoded.bytes_map is not None and splices is not None:
         body = codings.encode(decoded.bytes_map.splice(splices), encoding)   # edits encoded

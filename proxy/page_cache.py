@@ -43,9 +43,8 @@ class Revalidator:
         self.limit = limit
         self.metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
-        for name in ("entries", "bytes", "hits", "stale_hits", "misses", "stores",
-                     "evictions", "not_modified", "purged"):
-            metrics.gauges[f"cache_{name}"] = lambda name=name: cache.stats()[name]
+        metrics.gauge_stats("cache", cache.stats, ("entries", "bytes", "hits", "stale_hits",
+                            "misses", "stores", "evictions", "not_modified", "purged"))
 
     def later(self, entry: CacheEntry, scheme: str, host: bytes, target: bytes,
               request_headers: RawHeaders) -> None:
@@ -103,7 +102,7 @@ class Prepared:
     """A cached page made ready for views: decoded once, compiled for the rule set
     ``version`` (None: it could not be: every view takes the full path)."""
 
-    version: object
+    version: Any   # (Any, not object: mypyc cannot build an object field, bench/compiled.py)
     decoded: Decoded | None = None
     compiled: Any = None
 

@@ -4,6 +4,7 @@ and a real upstream on loopback. Each test names the item it pins."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 
@@ -416,11 +417,21 @@ def test_p30_client_disconnect_cancels_the_upstream_request(kairos: RunningKairo
 
 def test_metrics_and_health_endpoints(kairos: RunningKairos) -> None:
     httpx.get(kairos.url + "/echo")
+    httpx.get(kairos.url + "/html")   # an HTML page: looked up in the edge cache
     metrics = httpx.get(kairos.url + "/_kairos/metrics")
     assert metrics.status_code == 200
     assert 'kairos_requests_total{' in metrics.text
     assert "kairos_upstream_latency_seconds_count" in metrics.text
     assert "kairos_events_dropped_total" in metrics.text
+    # The edge cache's and the repeated pages' gauges, each read from its own stats.
+    gauges = dict(re.findall(r'^kairos_((?:cache|repeated_pages)_\w+)\{worker="\d+"\} (\d+)$',
+                             metrics.text, re.MULTILINE))
+    cache, repeated = kairos.app.http.cache.stats(), kairos.app.http.repeated.stats()
+    assert {name: gauges[f"cache_{name}"] for name in ("entries", "misses", "hits")} == {
+        name: str(cache[name]) for name in ("entries", "misses", "hits")}
+    assert {name: gauges[f"repeated_pages_{name}"] for name in ("entries", "remembered")} == {
+        name: str(repeated[name]) for name in ("entries", "remembered")}
+    assert int(gauges["cache_misses"]) > 0
     health = httpx.get(kairos.url + "/_kairos/health").json()
     assert health["upstream"]["state"] == "ok"
     assert health["store"]["state"] in ("ok", "degraded")

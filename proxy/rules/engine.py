@@ -194,20 +194,17 @@ _NO_VALUES = getter(None)
 def _request(slot: _Slot, get: Any) -> rewriting.SlotRequest:
     """The request of a slot with placeholders for these values (remembered, see
     :data:`_requests`)."""
-    texts: list[object] = [slot]
-    for template in slot.templates:
-        texts.append(render_template(template, get))
-    key = tuple(texts)
+    texts = [render_template(template, get) for template in slot.templates]
+    key = (slot, *texts)
     request = _requests.get(key)
     if request is not None:
         return request
-    rendered = iter(texts[1:])
+    rendered = iter(texts)
     ops = tuple([op if op is not None else
-                 Op(change.action, next(rendered), change.attribute,  # type: ignore[arg-type]
-                    change.classes)
+                 Op(change.action, next(rendered), change.attribute, change.classes)
                  for change, op in zip(slot.changes, slot.ops, strict=True)])
     request = rewriting.SlotRequest(slot.key, slot.selector, ops)
-    if sum([len(text) for text in texts[1:]]) <= MAX_REMEMBERED_TEXT:  # type: ignore[arg-type]
+    if sum([len(text) for text in texts]) <= MAX_REMEMBERED_TEXT:
         if len(_requests) >= REMEMBERED_REQUESTS:
             _requests.popitem(last=False)   # the oldest
         _requests[key] = request

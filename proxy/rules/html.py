@@ -15,7 +15,7 @@ import html as htmllib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
@@ -128,11 +128,12 @@ class Target(Protocol):
 
 
 TargetEdits = Sequence[Edit] | str   # what target_edits says of one element
+Found = TypeVar("Found", bound=Target)   # whichever kind of target ``select`` finds
 
 
 def apply(source: str, requests: Sequence[SlotRequest],
-          select: Callable[[str], Sequence[Target]],
-          edits_of: Callable[[str, Sequence[Target], tuple[Op, ...]],
+          select: Callable[[str], Sequence[Found]],
+          edits_of: Callable[[str, Sequence[Found], tuple[Op, ...]],
                              Sequence[TargetEdits]] | None = None) -> Rewrite:
     """:func:`rewrite` for any way of finding the elements a selector matches (``select``,
     in document order): the one place where requests become edits and overlaps are
@@ -149,7 +150,7 @@ def apply(source: str, requests: Sequence[SlotRequest],
         found = (edits_of(selector, targets, request.ops) if edits_of is not None
                  else [target_edits(source, target, request.ops) for target in targets])
         for target, edits in zip(targets, found, strict=True):
-            if edits.__class__ is str:
+            if isinstance(edits, str):
                 problems.append(edits)
             elif not edits:
                 continue  # e.g. removing a class the element does not have

@@ -77,7 +77,7 @@ def render(template: Template, get: Callable[[str], Any]) -> str:
         return template[0]   # no placeholder (literal parts are merged at load time)
     out = []
     for part in template:
-        if part.__class__ is str:
+        if isinstance(part, str):
             out.append(part)
             continue
         value = get(part.name)

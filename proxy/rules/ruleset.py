@@ -107,7 +107,8 @@ def _unique_ids(files: Sequence[FileRules], errors: list[RuleError]) -> set[int]
     experiments: dict[str, ExperimentDef] = {}
     dropped: set[int] = set()
     for file in files:
-        for item in sorted((*file.rules, *file.experiments), key=lambda i: i.line):
+        items: list[Rule | ExperimentDef] = [*file.rules, *file.experiments]
+        for item in sorted(items, key=lambda i: i.line):
             definition = item if isinstance(item, ExperimentDef) else None
             is_rule = definition is None or definition.optimised
             first = rules.get(item.id) if is_rule else None
