@@ -93,7 +93,10 @@ class Upstream:
 
 
 def safe_target(target: bytes) -> bytes:
-    """Percent-encode bytes a URL may not hold raw (spaces, non-ASCII), keep the rest."""
+    """Percent-encode bytes a URL may not hold raw (spaces, non-ASCII), keep the rest.
+    ``*`` stays as it is: ``OPTIONS *`` asks about the server, not about a path."""
+    if target == b"*":
+        return target
     if not target.startswith(b"/"):
         target = b"/" + target
     return _NON_ASCII_IN_TARGET.sub(lambda m: b"%%%02X" % m.group(0)[0], target)

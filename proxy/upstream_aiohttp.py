@@ -94,7 +94,9 @@ class AiohttpUpstream(Upstream):
         headers = _str_headers(request.headers)
         if request.content_length is not None:
             headers.append(("Content-Length", str(request.content_length)))
-        url = URL(str(self._base) + safe_target(request.target).decode("ascii"), encoded=True)
+        # A URL cannot hold the asterisk-form target of ``OPTIONS *``: aiohttp sends ``/*``.
+        target = safe_target(request.target) if request.target != b"*" else b"/*"
+        url = URL(str(self._base) + target.decode("ascii"), encoded=True)
         with translate_errors():
             try:
                 async with asyncio.timeout(self._config.headers_deadline):

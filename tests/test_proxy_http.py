@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import RunningKairos, header_lines, raw_request, status_of
+from .conftest import UPSTREAM_CLIENT, RunningKairos, header_lines, raw_request, status_of
 from .upstream_server import Upstream
 
 
@@ -188,6 +188,16 @@ def test_p11_other_obs_text_is_answered_400_never_500(kairos: RunningKairos,
 def test_p12_any_method_token_is_forwarded(kairos: RunningKairos, method: str) -> None:
     data = echo(kairos, method=method)
     assert data["method"] == method
+
+
+def test_p12_options_asterisk_reaches_the_origin_as_asterisk(kairos: RunningKairos,
+                                                             upstream: Upstream) -> None:
+    # OPTIONS * asks about the server as a whole; "/*" would ask about a resource named "*".
+    reply = raw_request(kairos.port, b"OPTIONS * HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert status_of(reply) == 200
+    # (aiohttp's URLs cannot hold the asterisk-form: it sends "/*", proxy/upstream_aiohttp.py)
+    sent = "*" if UPSTREAM_CLIENT == "h1" else "/*"
+    assert [r.target for r in upstream.received if r.method == "OPTIONS"][-1:] == [sent]
 
 
 def test_p12_trace_is_refused(kairos: RunningKairos, upstream: Upstream) -> None:

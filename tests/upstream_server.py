@@ -99,7 +99,9 @@ class Upstream:
                     return
                 self.received.append(request)
                 path = request.target.split("?")[0]
-                handler = ROUTES.get(path) or ROUTES.get("/" + path.split("/")[1]) or _echo
+                # (a target without "/" is the "*" of OPTIONS *: echoed)
+                top = "/" + path.split("/")[1] if path.startswith("/") else path
+                handler = ROUTES.get(path) or ROUTES.get(top) or _echo
                 out = _HeadWriter(writer) if request.method == "HEAD" else writer
                 if not await handler(request, out, self):  # type: ignore[arg-type]
                     return
