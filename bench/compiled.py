@@ -1,23 +1,27 @@
 """What a compiled Kairos would gain: its hot modules built with mypyc, in a copy of the tree.
 
 mypyc (mypy's compiler, which black and mypy ship their wheels with) turns type-annotated
-Python modules into C extensions with the same behaviour. This copies ``proxy/``,
-``experiments/`` and ``rules/`` to ``--into``, builds there the modules a personalised view
-runs through (:data:`HOT_MODULES`), checks that each one imports from its extension, and
-prints the commands that measure the copy against this tree. Nothing in this tree changes:
-the copy is what ``PYTHONPATH`` points at, so no stale extension can shadow an edited module.
+Python modules into C extensions that behave the same where the annotations hold (and raise
+``TypeError`` where they do not). This copies ``proxy/``, ``experiments/`` and ``rules/`` to
+``--into``, builds there the modules a personalised view runs through (:data:`HOT_MODULES`),
+checks that each one imports from its extension, and prints the commands that measure the
+copy against this tree. Nothing in this tree changes: the copy is what ``PYTHONPATH`` points
+at, so no stale extension can shadow an edited module.
 
   .venv/bin/pip install mypy        # (in the bench extra)
   .venv/bin/python bench/compiled.py [--into /tmp/kairos-compiled] [--python PYTHON]
 
 Build with the interpreter that will run the copy (the extensions are for one CPython
-version). Measured 23 Nov 2026 (bench/README.md, "Eighth round"): -25% instructions a view
-in process, +2 to +5 points of nginx's rate served. Left out, and why:
+version; it needs mypy installed). Measured 23 Nov 2026 (bench/README.md, "Eighth round"):
+23-25% fewer instructions a view in process; served, cached views 10-20% less CPU. Left
+out, and why:
 
 - ``proxy/http_proxy.py``: an async generator (mypyc has not implemented them);
 - ``proxy/context/mmdb_records.py``: the C that mypyc writes for its ``ctypes`` import
   does not compile;
-- the rest of the package: not on a view's path, so nothing to gain.
+- the I/O edges (``app.py``, ``http_server.py``, ``upstream_h1.py``): mypy does not pass
+  them yet, and most of their time is in uvicorn, the event loop and the kernel;
+- the rest: a view does not run it.
 """
 
 from __future__ import annotations
