@@ -177,8 +177,7 @@ def rewrite(
     if edit is None or edit.leaves(html):
         return None
     splices = edit.splices
-    pieces = (decoded.pieces if splices is not None and encoding in (b"gzip", b"x-gzip")
-              else None)
+    pieces = decoded.pieces if encoding in (b"gzip", b"x-gzip") else None
     if pieces is not None and splices is not None:   # only the slots deflated, CRC alone
         body = gzip_view(pieces, splices)
     elif decoded.bytes_map is not None and splices is not None:
