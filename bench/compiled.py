@@ -108,7 +108,7 @@ def main() -> None:
           f"{time.monotonic() - started:.0f} s. Measure them against this tree:\n"
           f"  PYTHONPATH={into} {args.python} bench/hot_view.py\n"
           f"  taskset -c 0 {sys.executable} bench/personalised.py --sizes 100k --corpus '' "
-          f"--no-memory --workers 1 --connections 1,10 --rounds 3 \\\n"
+          f"--no-memory --workers 1 --connections 1,10 --rounds 3 --proxy-cpus 1 \\\n"
           f"    --kairos \"taskset -c 1 env PYTHONPATH={ROOT} {kairos} serve\" \\\n"
           f"    --compare \"taskset -c 1 env PYTHONPATH={into} {kairos} serve\"")
 

@@ -40,6 +40,12 @@ first's in every cell. On a shared, noisy machine that tells two versions apart 
 separate runs minutes apart cannot (bench/README.md, "Seventh round"). B always runs right
 after A: run it both ways round.
 
+Pinning. Run under ``taskset -c 0`` with ``--kairos "taskset -c 1 ..."``, Kairos has core 1
+to itself while wrk and the origin share core 0. Unless --proxy-cpus 1 is given too, the nginx
+proxy then shares core 0 with wrk and the origin, and its rate (so every share of it) is
+roughly halved (bench/README.md, "Ninth round"). The header of the results says where each
+part ran.
+
 Before measuring, every leg must answer each page 200 text/html: the baselines with the
 origin's exact bytes, the Kairos legs with all three slots personalised (the rules' and the
 experiment arm's markers present, the page otherwise different from the origin's).
@@ -50,7 +56,7 @@ Usage: .venv/bin/python bench/personalised.py [--duration 3] [--workers 1,2]
            [--sizes 10k,100k,1m] [--connections 1,10,50] [--rounds 1]
            [--corpus DIR | --corpus ''] [--encodings identity,gzip | --gzip | --no-gzip]
            [--visitors new|returning] [--memory-seconds 60 | --no-memory] [--kairos "CMD"]
-           [--compare "CMD"] [--kinds cached,uncached]
+           [--compare "CMD"] [--kinds cached,uncached] [--proxy-cpus CPUS]
 Output: markdown on stdout and in bench/results/ (git-ignored).
 """
 
@@ -794,6 +800,16 @@ def report(cells: list[Cell], memory: list[tuple], header: str, args) -> str:
     return "\n".join(out)
 
 
+def _pinning(args) -> str:
+    """Which cores each part ran on: a share of nginx's rate means little without it."""
+    mine = sorted(os.sched_getaffinity(0))
+    if len(mine) == os.cpu_count() and not args.proxy_cpus:
+        return "nothing pinned by this script, all share the cores (a --kairos taskset aside)"
+    return (f"wrk, the origin and this script on CPU {','.join(map(str, mine))}; the nginx "
+            f"proxy on CPU {args.proxy_cpus or ','.join(map(str, mine))}; Kairos where its "
+            "command pins it")
+
+
 def _rss(peaks: dict[int, int]) -> str:
     return " / ".join(f"{kb / 1024:.0f}" for _, kb in sorted(peaks.items()))
 
@@ -828,6 +844,10 @@ def main() -> None:
     ap.add_argument("--compare", metavar="CMD",
                     help="a second command that starts Kairos, measured in the same run: its "
                     "legs (B) take turns with those of --kairos (A) in every cell")
+    ap.add_argument("--proxy-cpus", metavar="CPUS",
+                    help="pin the nginx proxy_pass baseline with taskset -c CPUS; give it the "
+                    "core the --kairos command pins Kairos to, so both proxies get a core of "
+                    "their own while wrk and the origin share the other")
     ap.add_argument("--kinds", default="cached,uncached",
                     help="which Kairos legs: cached and/or uncached (default both)")
     args = ap.parse_args()
@@ -866,7 +886,8 @@ def main() -> None:
               file=sys.stderr)
         with contextlib.ExitStack() as stack:
             origin = stack.enter_context(h.nginx("pages.conf", wd, root=root))
-            proxy = stack.enter_context(h.nginx("proxy.conf", wd, origin_port=origin))
+            proxy = stack.enter_context(h.nginx("proxy.conf", wd, origin_port=origin,
+                                                   cpus=args.proxy_cpus))
             instances = [stack.enter_context(kairos(cmd, origin, w, kind, rules, wd, tag))
                          for w in workers for kind in kinds for tag, cmd in commands]
             legs: dict[str, tuple[int, Kairos | None]] = {
@@ -978,7 +999,7 @@ def main() -> None:
         f"visitors: {args.visitors}; a new X-Forwarded-For /24 per request, "
         f"{len(uas)} User-Agents",
         f"- wrk -t1, {args.duration:g} s per cell after a 1 s warm-up, best of {args.rounds}; "
-        "origin and proxy nginx worker_processes 1 each; nothing pinned, all share the cores",
+        "origin and proxy nginx worker_processes 1 each; " + _pinning(args),
         f"- command: `{shlex.join(sys.argv)}`",
         *[f"- {note}" for note in notes],
     ])
