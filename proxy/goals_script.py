@@ -20,9 +20,8 @@ SCRIPT_FILE = Path(__file__).parent / "static" / "goals.js"
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _NONCE = re.compile(r"<script\b[^>]*?\snonce\s*=\s*[\"']?([A-Za-z0-9+/=_-]{1,200})", re.I)
 MARKER = "data-kairos-goals"
-_PLACES: dict[int, tuple[str, tuple[int, str | None] | None]] = {}
-_PLACES_SIZE = 128       # cached pages remembered
-_REMEMBER_FROM = 16_384  # smaller pages are scanned on every view, too cheap to keep
+
+Place = tuple[int, str | None]   # where the tag goes in a page, and the CSP nonce it needs
 
 
 @cache
@@ -54,36 +53,25 @@ def _attributes(attrs: list[tuple[str, str | None]]) -> str:
                    for name, value in attrs)
 
 
-def insertion(page: str, src: str, endpoint: str, token: str, selectors: tuple[str, ...],
-              *, remember: bool = False) -> tuple[int, str] | None:
+def insertion(page: str, src: str, endpoint: str, token: str, selectors: tuple[str, ...]
+              ) -> tuple[int, str] | None:
     """Where the goals tag goes (before the last ``</body>``, or at the end) and the tag;
     None when the tag is already there (a page served twice through Kairos)."""
-    place = _placement(page, remember)
+    place = placement(page)
     if place is None:
         return None
     at, nonce = place
     return at, tag(src, endpoint, token, selectors, nonce)
 
 
-def _placement(page: str, remember: bool) -> tuple[int, str | None] | None:
+def placement(page: str) -> Place | None:
     """Where the tag goes in ``page`` and the nonce it needs, or None (already there).
-    Scanning a 100 KB page costs ~0.3 ms; a cached page (``remember``) is the same string
-    object on every view, so the answer is remembered per object (the page is kept with it,
-    so its id cannot be taken by another string while remembered; the edge cache keeps the
-    page alive anyway)."""
-    key = id(page)
-    known = _PLACES.get(key)
-    if known is not None and known[0] is page:
-        return known[1]
-    place = None
-    if MARKER not in page:
-        found = _NONCE.search(page) if "nonce" in page or "NONCE" in page else None
-        place = (_body_end(page), found.group(1) if found else None)
-    if remember and len(page) >= _REMEMBER_FROM:
-        if len(_PLACES) >= _PLACES_SIZE:
-            _PLACES.pop(next(iter(_PLACES)))
-        _PLACES[key] = (page, place)
-    return place
+    Scanning a 100 KB page costs ~0.3 ms, so a cached page's placement is found once, when
+    it is prepared, and kept with it (proxy.personalisation)."""
+    if MARKER in page:
+        return None
+    found = _NONCE.search(page) if "nonce" in page or "NONCE" in page else None
+    return _body_end(page), found.group(1) if found else None
 
 
 def _body_end(page: str) -> int:

@@ -17,11 +17,13 @@ byte for byte (headers too).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import gzip
 import hashlib
 import html as htmllib
 import random
 import struct
+import sys
 import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
@@ -579,6 +581,38 @@ def test_remembered_answers_stay_within_their_bounds(monkeypatch: pytest.MonkeyP
             assert len(placeholders._escaped) <= 2 and len(rewriting._results) <= 3
     assert all(sum(len(text) for text in key[1:]) <= 40  # type: ignore[arg-type]
                for key in engine._requests)
+
+
+def test_a_cached_pages_goals_script_place_is_found_once_and_kept_only_with_the_page(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Preparing a cached page finds where the goals script goes; its views do not scan the
+    page again, and nothing but the page keeps the text alive (a module-wide memo once
+    kept 128 evicted pages, uncounted by the cache)."""
+    ruleset, errors = load('[[rule]]\nid = "r"\npages = ["/*"]\nslot = "#s0"\n'
+                           'html = "<i>new</i>"\n')
+    assert errors == ()
+    filler = "<p>" + "lorem ipsum " * 2000 + "</p>\n"   # a 24 KB page
+    source = some_page(random.Random(5)).replace("<body>\n", "<body>\n" + filler)
+    references = sys.getrefcount(source)
+    transform = Personalisation(_Library(ruleset), SCRIPT_SRC, EVENT_URL)
+    compiled = transform.prepare(source, "h", "/p")
+    place = goals_script.placement(source)
+    assert place is not None and compiled.goals_place == place
+
+    def scan(page: str) -> None:
+        raise AssertionError("a view of a cached page scanned it for the goals script")
+
+    monkeypatch.setattr(goals_script, "placement", scan)
+    decided = PageExperiments(script="tok1", click_selectors=("#s0",))
+    for _ in range(3):
+        edit = transform.apply(source, PageRequest("GET", "h", "/p", "", (), None, decided,
+                                                   compiled))
+        assert edit is not None and edit.splices is not None
+        assert [at for at, _, text in edit.splices if 'data-token="tok1"' in text] == [place[0]]
+    monkeypatch.undo()
+    del compiled, edit
+    gc.collect()
+    assert sys.getrefcount(source) == references
 
 
 def test_equal_values_of_other_types_are_not_confused() -> None:

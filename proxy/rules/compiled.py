@@ -62,6 +62,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from proxy.rules import html
 from proxy.rules.edits import Op
@@ -101,12 +102,13 @@ _serials = itertools.count()
 # rescans the slots freed before it, ~5 µs once full.
 _remembered: OrderedDict[tuple[int, str, int],
                          tuple[tuple[Op, ...], tuple[TargetEdits, ...]]] = OrderedDict()
+NOT_KNOWN: Any = object()   # CompiledPage.goals_place before anyone has looked
 
 
 class CompiledPage:
     """One cached page with the elements of its slots located; see the module docstring."""
 
-    __slots__ = ("_made", "_serial", "_slots", "_table", "_texts", "source")
+    __slots__ = ("_made", "_serial", "_slots", "_table", "_texts", "goals_place", "source")
 
     def __init__(self, source: str, slots: dict[str, array[int]], table: array[int],
                  texts: tuple[str, ...]) -> None:
@@ -118,6 +120,9 @@ class CompiledPage:
         # once instead of on every view; those matching many stay in the compact table.
         self._made: dict[str, tuple[Element, ...]] = {}
         self._serial = next(_serials)   # names this page in the remembered edits
+        # Where the experiments' goals script goes in ``source``, found once by whoever
+        # prepares the page for views (proxy.personalisation) and dropped with the page.
+        self.goals_place: Any = NOT_KNOWN
 
     @property
     def selectors(self) -> tuple[str, ...]:
