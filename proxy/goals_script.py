@@ -66,8 +66,8 @@ def insertion(page: str, src: str, endpoint: str, token: str, selectors: tuple[s
 
 def placement(page: str) -> Place | None:
     """Where the tag goes in ``page`` and the nonce it needs, or None (already there).
-    Scanning a 100 KB page costs ~0.3 ms, so a cached page's placement is found once, when
-    it is prepared, and kept with it (proxy.personalisation)."""
+    Scanning a 100 KB page costs ~0.3 ms, so a cached page's placement is found once and
+    kept on its compiled page (proxy.personalisation)."""
     if MARKER in page:
         return None
     found = _NONCE.search(page) if "nonce" in page or "NONCE" in page else None

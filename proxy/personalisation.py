@@ -68,9 +68,7 @@ class Personalisation:
         ruleset = self.library.ruleset
         arms = [rule for d in ruleset.experiments_on(host, path) for a in d.arms
                 if (rule := d.arm_rule(a.arm)) is not None]
-        compiled = compile_page(html, slots_of([*ruleset.candidates(host, path), *arms]))
-        compiled.goals_place = goals_script.placement(html)
-        return compiled
+        return compile_page(html, slots_of([*ruleset.candidates(host, path), *arms]))
 
     def describe(self, page: PageRequest) -> list[dict[str, Any]]:
         """For /why: every rule of this page, with its verdict and the reason."""
@@ -86,11 +84,12 @@ class Personalisation:
 
 
 def _goals_place(html: str, compiled: CompiledPage | None) -> goals_script.Place | None:
-    """Where the goals script goes in ``html``: a cached page's, found when it was prepared
-    (a 100 KB page takes ~0.3 ms to scan), else scanned now."""
+    """Where the goals script goes in ``html``. A 100 KB page takes ~0.3 ms to scan, so a
+    cached page's place is found on the first view that needs it and kept on its compiled
+    page, which the cache drops with the page."""
     if compiled is None or compiled.source is not html:
         return goals_script.placement(html)
-    if compiled.goals_place is NOT_KNOWN:   # compiled by someone else than prepare()
+    if compiled.goals_place is NOT_KNOWN:
         compiled.goals_place = goals_script.placement(html)
     return compiled.goals_place
 

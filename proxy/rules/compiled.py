@@ -120,8 +120,8 @@ class CompiledPage:
         # once instead of on every view; those matching many stay in the compact table.
         self._made: dict[str, tuple[Element, ...]] = {}
         self._serial = next(_serials)   # names this page in the remembered edits
-        # Where the experiments' goals script goes in ``source``, found once by whoever
-        # prepares the page for views (proxy.personalisation) and dropped with the page.
+        # Where the experiments' goals script goes in ``source``: found on the first view
+        # that needs it (proxy.personalisation), kept and dropped with the page.
         self.goals_place: Any = NOT_KNOWN
 
     @property
